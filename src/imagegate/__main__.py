@@ -1,0 +1,3 @@
+from imagegate.cli.main import main
+
+main()

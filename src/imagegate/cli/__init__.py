@@ -1,0 +1,1 @@
+"""The ``imagegate`` command line: thin, it parses arguments and calls the library faces."""

@@ -1,0 +1,124 @@
+"""Prometheus metrics for one gateway app, in a registry of its own.
+
+A registry per app (not prometheus-client's global one) so tests can build many apps in one
+process and each ``/metrics`` shows only its own app. Labels are low-cardinality and never carry
+secrets: route templates (not raw paths), model and deployment names, outcome words, key *ids*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["BREAKER_STATES", "CONTENT_TYPE_LATEST", "GatewayMetrics"]
+
+# Buckets suited to image generation: from cache hits (ms) to slow high-quality images (minutes).
+_LATENCY_BUCKETS_S = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300)
+_WAIT_BUCKETS_S = (0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+@dataclass
+class GatewayMetrics:
+    """All gateway metrics; ``render()`` is the body of ``GET /metrics``."""
+
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "imagegate_requests",
+            "HTTP requests served, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "imagegate_request_duration_seconds",
+            "Time from request to the last response byte, by route template.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.images = Counter(
+            "imagegate_images",
+            "Images returned to clients, by model and operation.",
+            ["model", "operation"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "imagegate_cost_usd",
+            "Cost of served requests in US dollars (estimated where usage was missing).",
+            ["model", "deployment"],
+            registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "imagegate_upstream_attempts",
+            "Upstream attempts, by deployment and outcome (ok, rate_limited, server_error, timeout, ...).",
+            ["deployment", "outcome"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "imagegate_upstream_duration_seconds",
+            "Time of one upstream attempt, by deployment.",
+            ["deployment"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "imagegate_rate_limited",
+            "429s, by source: 'key' (a virtual key's rpm), 'budget', 'upstream' (Azure said 429).",
+            ["source"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "imagegate_breaker_state",
+            "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
+            ["deployment"],
+            registry=r,
+        )
+        self.quota_wait = Histogram(
+            "imagegate_quota_wait_seconds",
+            "Time a request waited for deployment quota before being sent.",
+            ["deployment"],
+            buckets=_WAIT_BUCKETS_S,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "imagegate_requests_in_flight",
+            "Image requests being served right now.",
+            registry=r,
+        )
+
+    # Small typed recorders so callers don't juggle label order.
+
+    def observe_request(self, *, route: str, method: str, status: int, duration_s: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_latency.labels(route).observe(duration_s)
+
+    def observe_images(self, *, model: str, operation: str, count: int) -> None:
+        if count > 0:
+            self.images.labels(model, operation).inc(count)
+
+    def observe_cost(self, *, model: str, deployment: str, usd: Decimal) -> None:
+        if usd > 0:
+            self.cost.labels(model, deployment).inc(float(usd))
+
+    def observe_attempt(self, *, deployment: str, outcome: str, duration_s: float | None = None) -> None:
+        self.upstream_attempts.labels(deployment, outcome).inc()
+        if duration_s is not None:
+            self.upstream_latency.labels(deployment).observe(duration_s)
+        if outcome == "rate_limited":
+            self.rate_limited.labels("upstream").inc()
+
+    def observe_breaker(self, *, deployment: str, state: str) -> None:
+        self.breaker_state.labels(deployment).set(BREAKER_STATES.get(state, -1.0))
+
+    def observe_quota_wait(self, *, deployment: str, wait_s: float) -> None:
+        self.quota_wait.labels(deployment).observe(wait_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,222 @@
+"""Server-level cross-cutting concerns as tiny pure-ASGI classes (Starlette's TrustedHost shape).
+
+Pure ASGI rather than ``BaseHTTPMiddleware`` because these wrap multi-megabyte image bodies and
+SSE streams: a ``send``/``receive`` wrapper passes each message through untouched, whereas
+``call_next`` re-streams the body through a memory channel.
+
+The order is declared once, in ``server.app``::
+
+    RequestIdMiddleware      outermost: every response, even a 500, carries x-request-id
+    AccessLogMiddleware      one structured JSON line per request (no prompts, keys or bodies)
+    ErrorMiddleware          anything that escaped the routes → OpenAI-shaped 500 (or its 4xx)
+    BodySizeLimitMiddleware  413 before reading a body larger than allowed
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagegate.errors import ImageGateError, PayloadTooLarge
+from imagegate.server.errors import internal_error_response, render_error
+
+__all__ = [
+    "AccessLogMiddleware",
+    "BodySizeLimitMiddleware",
+    "ErrorMiddleware",
+    "RequestIdMiddleware",
+    "request_state",
+]
+
+access_log = logging.getLogger("imagegate.server.access")
+error_log = logging.getLogger("imagegate.server")
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_state(scope: Scope) -> dict[str, Any]:
+    """The per-request dict (``request.state`` in Starlette) shared by middleware and routes."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+class RequestIdMiddleware:
+    """Adopt a well-formed incoming ``x-request-id`` (or mint one) and echo it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        rid = incoming if incoming and _CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request_state(scope)["request_id"] = rid
+        raw_rid = rid.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", raw_rid))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class AccessLogMiddleware:
+    """One INFO line per request as JSON: method, path (no query string), status, bytes, time.
+
+    The same timing feeds ``observe(route_template, method, status, duration_s)`` (the metrics).
+
+    Only what is safe at INFO goes in: the route path, the request id, the virtual key's *id*
+    and the model, when routes put them in the request state. Never headers, queries or bodies.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        observe: Callable[[str, str, int, float], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.app = app
+        self.observe = observe
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = self.clock()
+        status = 0
+        sent = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            duration_s = self.clock() - start
+            if self.observe is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.observe(template, str(scope.get("method")), status or 500, duration_s)
+            if access_log.isEnabledFor(logging.INFO):
+                state = request_state(scope)
+                line: dict[str, Any] = {
+                    "event": "request",
+                    "request_id": state.get("request_id"),
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status or 500,
+                    "bytes_out": sent,
+                    "duration_ms": round(duration_s * 1000, 3),
+                }
+                for key in ("key_id", "model", "deployment", "error_code"):
+                    if key in state:
+                        line[key] = state[key]
+                access_log.info(orjson.dumps(line).decode())
+
+
+class ErrorMiddleware:
+    """Catch what escaped the routes. Tree errors keep their status; anything else is a 500.
+
+    The traceback goes to the server log (ERROR) with the request id; the client gets only the
+    request id. If the response had already started, the connection is the only thing left to
+    break, so the exception is re-raised to the server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            state = request_state(scope)
+            rid = state.get("request_id")
+            if started:
+                error_log.error("error after the response started (request_id=%s)", rid, exc_info=exc)
+                raise
+            if isinstance(exc, ImageGateError):
+                response = render_error(exc, request_id=rid)
+                state["error_code"] = exc.code
+            else:
+                error_log.error("unexpected error (request_id=%s)", rid, exc_info=exc)
+                response = internal_error_response(rid)
+                state["error_code"] = "internal_error"
+            await response(scope, receive, send)
+
+
+class BodySizeLimitMiddleware:
+    """413 when a request body is larger than ``limit_for(scope)`` bytes.
+
+    A declared ``content-length`` over the limit is refused before reading anything; a chunked
+    body is counted as it arrives and refused as soon as it passes the limit. The limit is chosen
+    per request (a JSON generation needs far less room than a multipart edit with 16 images).
+    """
+
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[Scope], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope)
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await render_error(_too_large(limit), request_id=request_state(scope).get("request_id"))(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than the {limit} bytes allowed for this route")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None

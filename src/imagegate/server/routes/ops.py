@@ -1,0 +1,73 @@
+"""Operational routes: liveness, readiness, the model list and Prometheus metrics."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.errors import NotFound, StorageError
+from imagegate.server.metrics import CONTENT_TYPE_LATEST
+from imagegate.server.state import gateway_state
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@router.get("/healthz", tags=["ops"], summary="Liveness: the process answers.")
+async def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    tags=["ops"],
+    summary="Readiness: stores and upstream wiring are usable.",
+    responses={503: {"description": "Not ready; the body names what is not."}},
+)
+async def readyz(request: Request) -> Response:
+    state = gateway_state(request)
+    problems: dict[str, str] = {}
+    for name, check in state.readiness.items():
+        try:
+            reason = await check()
+        except Exception as exc:  # a failing check means "not ready", never a 500
+            reason = type(exc).__name__
+        if reason is not None:
+            problems[name] = reason
+    if problems:
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
+        raise StorageError(f"not ready: {detail}")
+    return _json({"status": "ready", "checks": sorted(state.readiness)})
+
+
+@router.get("/v1/models", tags=["models"], summary="The logical image models this gateway serves.")
+async def list_models(request: Request) -> Response:
+    state = gateway_state(request)
+    data = [
+        {"id": m.id, "object": "model", "created": state.created_unix, "owned_by": m.owned_by}
+        for m in state.models()
+    ]
+    return _json({"object": "list", "data": data})
+
+
+@router.get("/metrics", tags=["ops"], summary="Prometheus metrics of this gateway.")
+async def metrics(request: Request) -> Response:
+    return Response(gateway_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models/{model_id}", tags=["models"], summary="One logical model, if served.")
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    state = gateway_state(request)
+    for m in state.models():
+        if m.id == model_id:
+            return _json(
+                {"id": m.id, "object": "model", "created": state.created_unix, "owned_by": m.owned_by}
+            )
+    raise NotFound(f"model {model_id!r} is not served by this gateway")

@@ -1,0 +1,103 @@
+"""Pure-ASGI middleware: request ids, structured access log, body size limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.server.app import build_app
+from imagegate.server.settings import ServerLimits
+from imagegate.server.state import GatewayState
+
+
+async def test_request_id_is_minted_and_unique(client: httpx.AsyncClient) -> None:
+    a = (await client.get("/healthz")).headers["x-request-id"]
+    b = (await client.get("/healthz")).headers["x-request-id"]
+    assert a.startswith("req_") and b.startswith("req_") and a != b
+
+
+async def test_well_formed_request_id_is_adopted_and_bad_one_replaced(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz", headers={"x-request-id": "trace.42"})).headers[
+        "x-request-id"
+    ] == "trace.42"
+    bad = "x" * 200
+    got = (await client.get("/healthz", headers={"x-request-id": bad})).headers["x-request-id"]
+    assert got != bad and got.startswith("req_")
+    got = (await client.get("/healthz", headers={"x-request-id": "a b\tc"})).headers["x-request-id"]
+    assert got.startswith("req_")
+
+
+async def test_access_log_is_one_json_line_without_query_or_headers(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="imagegate.server.access"):
+        await client.get(
+            "/v1/models?sig=capability-token",
+            headers={"api-key": "sk-azure-SECRET", "authorization": "Bearer vk-SECRET"},
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "imagegate.server.access"]
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["path"] == "/v1/models"
+    assert entry["status"] == 200
+    assert entry["method"] == "GET"
+    assert entry["request_id"].startswith("req_")
+    assert entry["bytes_out"] > 0
+    assert "SECRET" not in lines[0] and "capability-token" not in lines[0]
+
+
+def _echo_app(limits: ServerLimits) -> FastAPI:
+    app = build_app(GatewayState(limits=limits))
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        return Response(str(len(await request.body())))
+
+    return app
+
+
+@pytest.fixture
+async def small_client() -> AsyncIterator[httpx.AsyncClient]:
+    app = _echo_app(ServerLimits(max_json_body_bytes=100, max_multipart_bytes=1000))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+async def test_body_within_limit_passes(small_client: httpx.AsyncClient) -> None:
+    r = await small_client.post("/echo", content=b"x" * 100)
+    assert r.status_code == 200 and r.text == "100"
+
+
+async def test_declared_length_over_limit_is_413(small_client: httpx.AsyncClient) -> None:
+    r = await small_client.post("/echo", content=b"x" * 101)
+    assert r.status_code == 413
+    err = r.json()["error"]
+    assert err["code"] == "payload_too_large"
+    assert "100 bytes" in err["message"]
+    assert r.headers["x-request-id"]
+
+
+async def test_chunked_body_over_limit_is_413(small_client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"y" * 30
+
+    r = await small_client.post("/echo", content=chunks())
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_multipart_gets_the_larger_limit(small_client: httpx.AsyncClient) -> None:
+    files = {"image": ("a.png", b"z" * 500, "image/png")}
+    r = await small_client.post("/echo", files=files)
+    assert r.status_code == 200
+    r = await small_client.post("/echo", files={"image": ("a.png", b"z" * 1200, "image/png")})
+    assert r.status_code == 413

@@ -1,0 +1,68 @@
+"""/healthz, /readyz, /v1/models, /metrics and the served OpenAPI schema."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+from imagegate.server.app import build_app
+from imagegate.server.state import GatewayState
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_each_failing_check(state: GatewayState, client: httpx.AsyncClient) -> None:
+    async def ok() -> str | None:
+        return None
+
+    async def down() -> str | None:
+        return "database unreachable"
+
+    async def broken() -> str | None:
+        raise OSError("boom")
+
+    state.readiness.update({"db": ok})
+    r = await client.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == ["db"]
+    state.readiness.update({"blobs": down, "upstream": broken})
+    r = await client.get("/readyz")
+    assert r.status_code == 503
+    msg = r.json()["error"]["message"]
+    assert "blobs: database unreachable" in msg and "upstream: OSError" in msg
+    assert "db:" not in msg
+
+
+async def test_models_list_in_openai_shape(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/models")
+    body = r.json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == ["gpt-image-1", "dall-e-3"]
+    assert all(m["object"] == "model" for m in body["data"])
+    assert (await client.get("/v1/models/dall-e-3")).json()["id"] == "dall-e-3"
+    r = await client.get("/v1/models/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    await client.get("/v1/models/dall-e-3")
+    await client.get("/v1/models/gpt-image-1")
+    text = (await client.get("/metrics")).text
+    assert 'imagegate_requests_total{method="GET",route="/v1/models/{model_id}",status="200"} 2.0' in text
+    assert "imagegate_request_duration_seconds_bucket" in text
+
+
+async def test_each_app_has_its_own_registry(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    other: FastAPI = build_app(GatewayState())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://o") as c:
+        text = (await c.get("/metrics")).text
+    assert 'route="/healthz"' not in text
+
+
+async def test_openapi_schema_is_served(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["info"]["title"] == "imagegate"
+    assert "/v1/models" in schema["paths"]

@@ -1,0 +1,1 @@
+"""Pure decisions: frozen dataclasses in, decisions out; no I/O, no asyncio, no clock reads."""

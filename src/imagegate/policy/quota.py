@@ -1,0 +1,258 @@
+"""A model of how Azure judges a deployment's request quota, so we never send what it would refuse.
+
+Azure states image quotas in requests per minute but *evaluates* them "over a small period of time,
+typically 1 or 10 seconds" (how-to/quota.md): a 600 RPM deployment is limited when more than 10
+requests arrive in one second. So the gateway must pace, not just count per minute.
+
+The model, per deployment:
+
+* **Per-window allowance.** ``allowed = floor(rpm / 60 · W)`` requests in any window of ``W``
+  seconds. When that is below one (6 RPM judged over 1 s is 0.1), the window is stretched to
+  ``60 / rpm`` so one request fits: ``W_eff = max(window_s, 60 / rpm)``. Fractions round *down*
+  because Azure cannot admit 1.5 requests: with 9 RPM over 10 s windows, a second request in any
+  10 s span is already over the limit, so the sustainable rate is 6 RPM. Say so in capacity plans.
+* **Sliding, not fixed, windows.** We keep the grant times (a sliding log) and admit a request only
+  if fewer than ``allowed`` grants lie in ``(now - W_eff, now]``. Azure behaves like a rolling
+  counter; and even if it used fixed windows, every fixed window is one of the sliding windows, so
+  the sliding rule is safe under both readings. The log holds at most a few entries per window
+  (image quotas are small), so we keep exact times instead of approximating.
+* **Concurrency.** ``max_concurrent`` (DALL·E 2's quota is "2 concurrent requests"); ``release``
+  must be called when an attempt ends.
+* **Learning (AIMD).** The configured RPM may be wrong (quota changed in the portal, shared with
+  another client). A 429 halves the *effective* RPM (at most once per window, so a burst of
+  in-flight 429s counts once), down to ``min_rpm_fraction · rpm``, and blocks the deployment until
+  its ``retry-after`` (or one window when absent). ``x-ratelimit-remaining-requests: 0`` blocks until
+  Azure's window has rolled, and a remaining count lower than our own bookkeeping expects lowers
+  the effective RPM to match. After ``recover_after_s`` without a 429, the effective RPM climbs back
+  by ``increase_fraction · rpm`` per period, never above the configured RPM.
+
+Hand-written rather than ``limits``' moving window because we need the learning, the honest
+"capacity at" time for retry-after, and a pure state that a Redis adapter can store as a value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "Granted",
+    "QuotaConfig",
+    "QuotaState",
+    "Wait",
+    "allowance",
+    "effective_window_s",
+    "grants_in_window",
+    "headroom",
+    "on_remaining",
+    "on_throttled",
+    "release",
+    "try_acquire",
+]
+
+DEFAULT_WINDOW_S = 10.0
+DEFAULT_RECOVER_AFTER_S = 60.0
+DEFAULT_INCREASE_FRACTION = 0.1
+DEFAULT_DECREASE_FACTOR = 0.5
+DEFAULT_MIN_RPM_FRACTION = 0.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaConfig:
+    """One deployment's quota as configured.
+
+    | field | meaning |
+    |---|---|
+    | rpm | requests per minute granted in Azure (the portal's figure) |
+    | window_s | the window Azure judges the rate over (1 or 10 s) |
+    | max_concurrent | concurrent-request cap (None: none) |
+    | recover_after_s | time without a 429 before each additive step back up |
+    | increase_fraction | additive step, as a fraction of ``rpm`` |
+    | decrease_factor | multiplicative cut on a 429 |
+    | min_rpm_fraction | the effective RPM never goes below this fraction of ``rpm`` |
+    """
+
+    rpm: float
+    window_s: float = DEFAULT_WINDOW_S
+    max_concurrent: int | None = None
+    recover_after_s: float = DEFAULT_RECOVER_AFTER_S
+    increase_fraction: float = DEFAULT_INCREASE_FRACTION
+    decrease_factor: float = DEFAULT_DECREASE_FACTOR
+    min_rpm_fraction: float = DEFAULT_MIN_RPM_FRACTION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.rpm > 0:
+            problems.append(f"rpm={self.rpm!r} must be > 0")
+        if not self.window_s > 0:
+            problems.append(f"window_s={self.window_s!r} must be > 0 (Azure uses 1 or 10)")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            problems.append(f"max_concurrent={self.max_concurrent!r} must be ≥ 1 or unset")
+        if not 0 < self.decrease_factor < 1:
+            problems.append(f"decrease_factor={self.decrease_factor!r} must be in (0, 1)")
+        if not 0 < self.min_rpm_fraction <= 1 or not 0 < self.increase_fraction <= 1:
+            problems.append("min_rpm_fraction and increase_fraction must be in (0, 1]")
+        if self.recover_after_s <= 0:
+            problems.append(f"recover_after_s={self.recover_after_s!r} must be > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def min_rpm(self) -> float:
+        return self.rpm * self.min_rpm_fraction
+
+    @property
+    def max_window_s(self) -> float:
+        """The longest window the effective RPM can imply; the log keeps grants this long."""
+        return effective_window_s(self, self.min_rpm)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaState:
+    """``grants`` are grant times, oldest first. ``effective_rpm`` None means the configured RPM."""
+
+    grants: tuple[float, ...] = ()
+    in_flight: int = 0
+    effective_rpm: float | None = None
+    blocked_until: float = -math.inf
+    block_reason: str = ""
+    last_decrease_at: float = -math.inf
+    last_change_at: float = -math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """Send now. Call ``release`` when the attempt ends, whatever its outcome."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Not now. ``until`` is when capacity is next expected; None means "when one in flight ends"."""
+
+    until: float | None
+    reason: str
+
+
+def effective_window_s(cfg: QuotaConfig, rpm: float) -> float:
+    return max(cfg.window_s, 60.0 / rpm)
+
+
+def allowance(cfg: QuotaConfig, rpm: float) -> int:
+    """Requests admitted in any window of ``effective_window_s(cfg, rpm)`` seconds (≥ 1)."""
+    window = effective_window_s(cfg, rpm)
+    # The epsilon keeps 600 RPM · 1 s = 10 from flooring to 9 through float error.
+    return max(1, math.floor(rpm * window / 60.0 + 1e-9))
+
+
+def _current_rpm(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
+    """The effective RPM at ``now``, including additive recovery since the last change."""
+    if s.effective_rpm is None:
+        return cfg.rpm
+    since = max(s.last_change_at, s.last_decrease_at)
+    periods = math.floor(max(0.0, now - since) / cfg.recover_after_s)
+    return min(cfg.rpm, s.effective_rpm + periods * cfg.increase_fraction * cfg.rpm)
+
+
+def _settle(cfg: QuotaConfig, s: QuotaState, now: float) -> QuotaState:
+    """Apply recovery and drop grants no window can see any more."""
+    rpm = _current_rpm(cfg, s, now)
+    eff: float | None = rpm
+    changed = s.last_change_at
+    if s.effective_rpm is not None and rpm != s.effective_rpm:
+        since = max(s.last_change_at, s.last_decrease_at)
+        periods = math.floor(max(0.0, now - since) / cfg.recover_after_s)
+        changed = since + periods * cfg.recover_after_s
+    if rpm >= cfg.rpm:
+        eff = None
+    horizon = now - cfg.max_window_s
+    grants = tuple(g for g in s.grants if g > horizon)
+    return replace(s, grants=grants, effective_rpm=eff, last_change_at=changed)
+
+
+def grants_in_window(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[float, ...]:
+    """Grants that Azure would still count against the current effective window."""
+    window = effective_window_s(cfg, _current_rpm(cfg, s, now))
+    return tuple(g for g in s.grants if now - g < window)
+
+
+def try_acquire(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[Granted | Wait, QuotaState]:
+    """Grant one request slot at ``now`` or say until when to wait."""
+    s = _settle(cfg, s, now)
+    if now < s.blocked_until:
+        return Wait(until=s.blocked_until, reason=s.block_reason or "blocked"), s
+    rpm = _current_rpm(cfg, s, now)
+    window = effective_window_s(cfg, rpm)
+    allowed = allowance(cfg, rpm)
+    recent = grants_in_window(cfg, s, now)
+    if len(recent) >= allowed:
+        until = recent[len(recent) - allowed] + window
+        return Wait(until=until, reason=f"{allowed} request(s) per {window:g}s window used ({rpm:g} RPM)"), s
+    if cfg.max_concurrent is not None and s.in_flight >= cfg.max_concurrent:
+        return Wait(until=None, reason=f"{s.in_flight}/{cfg.max_concurrent} concurrent requests"), s
+    return Granted(), replace(s, grants=(*s.grants, now), in_flight=s.in_flight + 1)
+
+
+def release(s: QuotaState) -> QuotaState:
+    """An attempt that was granted has ended (success, failure or cancellation)."""
+    return replace(s, in_flight=max(0, s.in_flight - 1))
+
+
+def on_throttled(cfg: QuotaConfig, s: QuotaState, retry_after_s: float | None, now: float) -> QuotaState:
+    """Azure answered 429: cut the effective RPM (once per window) and block until retry-after."""
+    s = _settle(cfg, s, now)
+    rpm = _current_rpm(cfg, s, now)
+    window = effective_window_s(cfg, rpm)
+    wait_s = retry_after_s if retry_after_s is not None and retry_after_s >= 0 else window
+    blocked_until = max(s.blocked_until, now + wait_s)
+    reason = f"429 from Azure; retry-after {wait_s:g}s"
+    if now - s.last_decrease_at < window:
+        return replace(s, blocked_until=blocked_until, block_reason=reason)
+    new_rpm = max(cfg.min_rpm, rpm * cfg.decrease_factor)
+    return replace(
+        s,
+        effective_rpm=new_rpm,
+        blocked_until=blocked_until,
+        block_reason=reason,
+        last_decrease_at=now,
+        last_change_at=now,
+    )
+
+
+def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, now: float) -> QuotaState:
+    """Learn from ``x-ratelimit-remaining-requests`` seen on a response at ``now``.
+
+    Negative values (Azure sometimes sends -1) carry no information and are ignored.
+    """
+    if remaining < 0:
+        return s
+    s = _settle(cfg, s, now)
+    rpm = _current_rpm(cfg, s, now)
+    window = effective_window_s(cfg, rpm)
+    allowed = allowance(cfg, rpm)
+    used = len(grants_in_window(cfg, s, now))
+    if remaining == 0:
+        s = replace(
+            s,
+            blocked_until=max(s.blocked_until, now + window),
+            block_reason="x-ratelimit-remaining-requests: 0",
+        )
+    believed = used + remaining
+    if believed >= allowed:
+        return s
+    # Azure admits fewer than we thought: scale the effective RPM to what it reports.
+    new_rpm = max(cfg.min_rpm, min(rpm, believed * 60.0 / window))
+    if new_rpm >= rpm:
+        return s
+    return replace(s, effective_rpm=new_rpm, last_change_at=now)
+
+
+def headroom(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
+    """Free fraction of the current window's allowance (0 when blocked or at the concurrency cap)."""
+    s = _settle(cfg, s, now)
+    if now < s.blocked_until:
+        return 0.0
+    if cfg.max_concurrent is not None and s.in_flight >= cfg.max_concurrent:
+        return 0.0
+    rpm = _current_rpm(cfg, s, now)
+    allowed = allowance(cfg, rpm)
+    return max(0, allowed - len(grants_in_window(cfg, s, now))) / allowed

@@ -1,0 +1,214 @@
+"""Quota model: allowance table, sliding window, concurrency, AIMD learning, and the invariant
+that granted requests never exceed the limit in any window (hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imagegate.policy.quota import (
+    Granted,
+    QuotaConfig,
+    QuotaState,
+    Wait,
+    allowance,
+    effective_window_s,
+    headroom,
+    on_remaining,
+    on_throttled,
+    release,
+    try_acquire,
+)
+
+
+@pytest.mark.parametrize(
+    ("rpm", "window_s", "allowed", "eff_window"),
+    [
+        (600, 1, 10, 1),  # the Azure doc's example: >10 in one second is limited
+        (600, 10, 100, 10),
+        (6, 10, 1, 10),  # default gpt-image-1 quota: one per 10 s
+        (6, 1, 1, 10),  # below one per window: the window stretches to 60/rpm
+        (9, 10, 1, 10),  # 1.5 rounds down: a second request in 10 s is over
+        (90, 10, 15, 10),
+        (3, 10, 1, 20),
+    ],
+)
+def test_allowance_table(rpm: float, window_s: float, allowed: int, eff_window: float) -> None:
+    cfg = QuotaConfig(rpm=rpm, window_s=window_s)
+    assert allowance(cfg, rpm) == allowed
+    assert effective_window_s(cfg, rpm) == eff_window
+
+
+def acquire_n(cfg: QuotaConfig, s: QuotaState, now: float, n: int) -> tuple[list[Granted | Wait], QuotaState]:
+    out: list[Granted | Wait] = []
+    for _ in range(n):
+        d, s = try_acquire(cfg, s, now)
+        out.append(d)
+    return out, s
+
+
+def test_sliding_window_grants_then_waits_until_oldest_leaves() -> None:
+    cfg = QuotaConfig(rpm=120, window_s=10)  # 20 per 10 s
+    ds, s = acquire_n(cfg, QuotaState(), 0.0, 20)
+    assert all(isinstance(d, Granted) for d in ds)
+    d, s = try_acquire(cfg, s, 9.9)
+    assert isinstance(d, Wait) and d.until == 10.0
+    d, s = try_acquire(cfg, s, 10.0)
+    assert isinstance(d, Granted)
+
+
+def test_sliding_not_fixed_window() -> None:
+    # A fixed-window limiter would allow 1 at t=9.9 and another at t=10.1; Azure's rolling count not.
+    cfg = QuotaConfig(rpm=6, window_s=10)
+    d1, s = try_acquire(cfg, QuotaState(), 9.9)
+    d2, s = try_acquire(cfg, s, 10.1)
+    assert isinstance(d1, Granted)
+    assert isinstance(d2, Wait) and d2.until == pytest.approx(19.9)
+
+
+def test_concurrency_cap_and_release() -> None:
+    cfg = QuotaConfig(rpm=600, window_s=1, max_concurrent=2)
+    ds, s = acquire_n(cfg, QuotaState(), 0.0, 3)
+    assert [type(d) for d in ds] == [Granted, Granted, Wait]
+    assert isinstance(ds[2], Wait) and ds[2].until is None
+    s = release(s)
+    assert isinstance(try_acquire(cfg, s, 0.0)[0], Granted)
+    assert release(release(release(release(s)))).in_flight == 0
+
+
+def test_429_blocks_until_retry_after_and_halves_rate() -> None:
+    cfg = QuotaConfig(rpm=60, window_s=10)  # 10 per 10 s
+    s = on_throttled(cfg, QuotaState(), 7.0, 100.0)
+    d, s = try_acquire(cfg, s, 106.9)
+    assert isinstance(d, Wait) and d.until == 107.0
+    ds, s = acquire_n(cfg, s, 107.0, 6)
+    assert sum(isinstance(d, Granted) for d in ds) == 5  # 30 RPM now: 5 per 10 s
+
+
+def test_429_without_retry_after_blocks_one_window() -> None:
+    cfg = QuotaConfig(rpm=6, window_s=10)
+    s = on_throttled(cfg, QuotaState(), None, 0.0)
+    d, _ = try_acquire(cfg, s, 0.0)
+    assert isinstance(d, Wait)
+    assert d.until == 10.0
+
+
+def test_burst_of_429s_cuts_once_per_window() -> None:
+    cfg = QuotaConfig(rpm=60, window_s=10)
+    s = QuotaState()
+    for t in (0.0, 0.1, 0.2):
+        s = on_throttled(cfg, s, 1.0, t)
+    assert s.effective_rpm == 30.0
+    s = on_throttled(cfg, s, 1.0, 20.0)
+    assert s.effective_rpm == 15.0
+
+
+def test_effective_rate_never_below_floor() -> None:
+    cfg = QuotaConfig(rpm=60, window_s=10, min_rpm_fraction=0.25)
+    s = QuotaState()
+    for i in range(20):
+        s = on_throttled(cfg, s, 0.0, i * 100.0)
+    assert s.effective_rpm == 15.0
+
+
+def test_additive_recovery_back_to_configured() -> None:
+    cfg = QuotaConfig(rpm=60, window_s=10, recover_after_s=60, increase_fraction=0.1)
+    s = on_throttled(cfg, QuotaState(), 0.0, 0.0)  # 30 RPM
+    _, s = try_acquire(cfg, s, 59.0)
+    assert s.effective_rpm == 30.0
+    _, s = try_acquire(cfg, s, 60.0)
+    assert s.effective_rpm == pytest.approx(36.0)
+    _, s = try_acquire(cfg, s, 185.0)  # two more periods since t=60
+    assert s.effective_rpm == pytest.approx(48.0)
+    _, s = try_acquire(cfg, s, 1000.0)
+    assert s.effective_rpm is None  # back at the configured figure
+
+
+def test_remaining_zero_blocks_a_window() -> None:
+    cfg = QuotaConfig(rpm=600, window_s=1)
+    _, s = try_acquire(cfg, QuotaState(), 0.0)
+    s = on_remaining(cfg, s, 0, 0.0)
+    d, _ = try_acquire(cfg, s, 0.5)
+    assert isinstance(d, Wait) and d.until == 1.0
+    assert s.effective_rpm == 60.0  # Azure says 1 used + 0 left = 1 per second
+
+
+def test_remaining_lower_than_expected_adapts_down_and_negative_is_ignored() -> None:
+    cfg = QuotaConfig(rpm=600, window_s=1)  # we believe 10 per second
+    _, s = acquire_n(cfg, QuotaState(), 0.0, 2)
+    s2 = on_remaining(cfg, s, 3, 0.0)  # Azure: 2 used, 3 left -> 5 per second
+    assert s2.effective_rpm == 300.0
+    assert on_remaining(cfg, s, -1, 0.0) is s
+    assert on_remaining(cfg, s, 8, 0.0).effective_rpm is None  # consistent with our belief
+
+
+def test_headroom() -> None:
+    cfg = QuotaConfig(rpm=240, window_s=10)  # 40 per window
+    _, s = acquire_n(cfg, QuotaState(), 0.0, 10)
+    assert headroom(cfg, s, 1.0) == 0.75
+    assert headroom(cfg, on_throttled(cfg, s, 5.0, 1.0), 2.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"rpm": 0}, "rpm"),
+        ({"rpm": 6, "window_s": 0}, "window_s"),
+        ({"rpm": 6, "max_concurrent": 0}, "max_concurrent"),
+        ({"rpm": 6, "decrease_factor": 1.0}, "decrease_factor"),
+    ],
+)
+def test_config_errors_name_the_field(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        QuotaConfig(**kwargs)  # type: ignore[arg-type]
+
+
+ops = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=4),
+        st.sampled_from(["acquire", "acquire", "acquire", "release", "429", "remaining"]),
+        st.integers(min_value=-1, max_value=5),
+    ),
+    max_size=150,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([(6, 10), (9, 10), (60, 1), (600, 1), (120, 10)]), st.sampled_from([None, 1, 3]), ops)
+def test_invariant_grants_never_exceed_limit_in_any_window(
+    quota: tuple[float, float], conc: int | None, seq: list[tuple[float, str, int]]
+) -> None:
+    rpm, window = quota
+    cfg = QuotaConfig(rpm=rpm, window_s=window, max_concurrent=conc, recover_after_s=20)
+    s = QuotaState()
+    now = 0.0
+    grants: list[tuple[float, float | None]] = []  # (time, effective rpm at grant)
+    held = 0
+    for dt, op, n in seq:
+        now += dt
+        if op == "acquire":
+            d, s = try_acquire(cfg, s, now)
+            if isinstance(d, Granted):
+                eff = s.effective_rpm or rpm
+                grants.append((now, eff))
+                held += 1
+                # sliding check under the limit in force at that grant
+                w = effective_window_s(cfg, eff)
+                assert sum(1 for g, _ in grants if now - g < w) <= allowance(cfg, eff)
+                assert conc is None or held <= conc
+            else:
+                assert d.until is None or d.until > now
+        elif op == "release" and held:
+            held -= 1
+            s = release(s)
+        elif op == "429":
+            s = on_throttled(cfg, s, float(max(n, 0)), now)
+        elif op == "remaining":
+            s = on_remaining(cfg, s, n, now)
+    # and never above the configured quota in any configured window (what Azure enforces)
+    times = [g for g, _ in grants]
+    allowed = allowance(cfg, rpm)
+    span = effective_window_s(cfg, rpm)
+    for t in times:
+        assert sum(1 for g in times if t <= g < t + span) <= allowed

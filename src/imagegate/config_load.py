@@ -1,0 +1,368 @@
+"""The one place where configuration file, environment and defaults merge.
+
+``load(path, environ)`` builds an ``ImageGateConfig`` once, at start-up. Precedence, highest first:
+
+1. Environment overrides of scalar settings: ``IMAGEGATE_DEFAULT_MODEL``, ``IMAGEGATE_TRANSLATE``.
+2. The YAML file: ``path``, else ``$IMAGEGATE_CONFIG`` when set. Secrets in it may be given as
+   ``api_key_env: VAR`` (read from ``environ`` here, once) rather than literally.
+3. When the file defines no deployments: one Azure deployment from the environment, if
+   ``AZURE_OPENAI_ENDPOINT`` is set: ``AZURE_OPENAI_DEPLOYMENT`` (or ``IMAGEGATE_DEPLOYMENT``),
+   ``AZURE_OPENAI_API_KEY`` (Entra ID via azure-identity when absent), ``AZURE_OPENAI_API_VERSION``
+   (else the catalog's version for the model) and ``IMAGEGATE_MODEL`` (else the deployment name,
+   when it names a catalog model).
+4. Otherwise the built-in emulator's deployments (zero-config mode, ``emulated=True``).
+
+Everything is validated here and every problem is reported at once in one ``ConfigError``.
+Nothing else in imagegate reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from imagegate.catalog import Catalog, default_catalog, emulated_deployments_data
+from imagegate.config import (
+    DEFAULT_GROUP,
+    DEFAULT_OPENAI_ENDPOINT,
+    ApiKeyAuth,
+    Auth,
+    DeploymentConfig,
+    EntraAuth,
+    ImageGateConfig,
+    PriceOverride,
+    RetryConfig,
+    Secret,
+    TimeoutConfig,
+)
+from imagegate.errors import ConfigError
+
+__all__ = ["load"]
+
+_TOP_KEYS = {"deployments", "models", "default_model", "retry", "translate"}
+_DEPLOYMENT_KEYS = {
+    "name", "kind", "endpoint", "model", "deployment", "region", "auth", "api_key", "api_key_env",
+    "api_version", "route", "rpm", "concurrency", "priority", "weight", "price_override", "tags",
+    "timeouts",
+}  # fmt: skip
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class _Problems:
+    """Collects problems while reading, so the user sees all of them at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}")
+
+    def number(self, raw: Mapping[str, Any], key: str, where: str, *, integer: bool = False) -> Any:
+        value = raw.get(key)
+        if value is None:
+            return None
+        ok = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok or value <= 0:
+            kind = "a positive integer" if integer else "a positive number"
+            self.add(f"{where}.{key}", f"{value!r} is not {kind}")
+            return None
+        return value
+
+    def string(self, raw: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
+        value = raw.get(key)
+        if value is None:
+            if required:
+                self.add(f"{where}.{key}", "missing")
+            return None
+        if not isinstance(value, str) or not value:
+            self.add(f"{where}.{key}", f"{value!r} is not a non-empty string")
+            return None
+        return value
+
+    def unknown_keys(self, raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in sorted(set(raw) - allowed):
+            self.add(f"{where}.{key}", f"unknown setting (allowed: {', '.join(sorted(allowed))})")
+
+
+def _auth(raw: Mapping[str, Any], where: str, environ: Mapping[str, str], p: _Problems) -> Auth | None:
+    spec = raw.get("auth")
+    if isinstance(spec, Mapping) and spec.get("type") == "entra":
+        p.unknown_keys(spec, {"type", "client_id", "tenant_id", "scope", "refresh_margin_s"}, f"{where}.auth")
+        return EntraAuth(
+            client_id=p.string(spec, "client_id", f"{where}.auth"),
+            tenant_id=p.string(spec, "tenant_id", f"{where}.auth"),
+            **({"scope": spec["scope"]} if isinstance(spec.get("scope"), str) else {}),
+        )
+    if spec not in (None, "api_key") and not (isinstance(spec, Mapping) and spec.get("type") == "api_key"):
+        p.add(f"{where}.auth", "must be {type: entra, ...} or omitted (api_key / api_key_env)")
+        return None
+    literal = p.string(raw, "api_key", where)
+    env_name = p.string(raw, "api_key_env", where)
+    if literal and env_name:
+        p.add(where, "give api_key or api_key_env, not both")
+    if env_name:
+        if not environ.get(env_name):
+            p.add(f"{where}.api_key_env", f"environment variable {env_name} is not set")
+            return None
+        return ApiKeyAuth(key=Secret(environ[env_name]))
+    if literal:
+        return ApiKeyAuth(key=Secret(literal))
+    p.add(where, "no credentials: set api_key_env (or api_key), or auth: {type: entra}")
+    return None
+
+
+def _price_override(raw: Any, where: str, p: _Problems) -> PriceOverride | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        p.add(where, "must be a mapping of price fields")
+        return None
+    fields = {"text_input_per_1m", "image_input_per_1m", "image_output_per_1m", "per_image_usd", "source"}
+    p.unknown_keys(raw, fields, where)
+    values: dict[str, Any] = {}
+    for key in fields - {"source"}:
+        if key in raw:
+            try:
+                values[key] = Decimal(str(raw[key]))
+            except InvalidOperation:
+                p.add(f"{where}.{key}", f"{raw[key]!r} is not a decimal number")
+    if isinstance(raw.get("source"), str):
+        values["source"] = raw["source"]
+    return PriceOverride(**values)
+
+
+def _timeouts(raw: Any, where: str, p: _Problems) -> TimeoutConfig:
+    if raw is None:
+        return TimeoutConfig()
+    if not isinstance(raw, Mapping):
+        p.add(where, "must be a mapping (connect_s, read_s, write_s, pool_s)")
+        return TimeoutConfig()
+    keys = {"connect_s", "read_s", "write_s", "pool_s"}
+    p.unknown_keys(raw, keys, where)
+    given = {k: p.number(raw, k, where) for k in keys}
+    return TimeoutConfig(**{k: float(v) for k, v in given.items() if v is not None})
+
+
+def _deployment(
+    raw: Any, index: int, environ: Mapping[str, str], catalog: Catalog, p: _Problems
+) -> DeploymentConfig | None:
+    where = f"deployments[{index}]"
+    if not isinstance(raw, Mapping):
+        p.add(where, "must be a mapping")
+        return None
+    p.unknown_keys(raw, _DEPLOYMENT_KEYS, where)
+    name = p.string(raw, "name", where, required=True)
+    where = f"deployments[{index}] ({name})" if name else where
+    kind = raw.get("kind", "azure")
+    if kind not in ("azure", "openai"):
+        p.add(f"{where}.kind", f"{kind!r} is not one of azure, openai")
+    route = raw.get("route", "deployments")
+    if route not in ("deployments", "v1"):
+        p.add(f"{where}.route", f"{route!r} is not one of deployments, v1")
+    endpoint = p.string(raw, "endpoint", where, required=(kind == "azure"))
+    endpoint = endpoint or DEFAULT_OPENAI_ENDPOINT
+    if not endpoint.startswith(("http://", "https://")):
+        p.add(f"{where}.endpoint", f"{endpoint!r} is not an http(s) URL")
+    model = p.string(raw, "model", where, required=True)
+    if model is not None and model not in catalog:
+        p.add(f"{where}.model", f"{model!r} is not in the catalog ({', '.join(catalog.names())})")
+    auth = _auth(raw, where, environ, p)
+    if kind == "openai" and isinstance(auth, EntraAuth):
+        p.add(f"{where}.auth", "the OpenAI platform takes an API key, not Entra ID")
+    api_version = p.string(raw, "api_version", where)
+    if api_version is None and kind == "azure" and route == "deployments" and model in catalog:
+        api_version = catalog.get(model).azure_api_version if model else None
+    tags = raw.get("tags", ())
+    if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+        p.add(f"{where}.tags", "must be a list of strings")
+        tags = ()
+    priority = raw.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        p.add(f"{where}.priority", f"{priority!r} is not an integer")
+        priority = 0
+    if name is None or model is None or auth is None:
+        return None
+    return DeploymentConfig(
+        name=name,
+        kind=kind,
+        endpoint=endpoint.rstrip("/"),
+        model=model,
+        deployment=p.string(raw, "deployment", where),
+        region=p.string(raw, "region", where),
+        auth=auth,
+        api_version=api_version,
+        route=route,
+        rpm=p.number(raw, "rpm", where, integer=True),
+        concurrency=p.number(raw, "concurrency", where, integer=True),
+        priority=priority,
+        weight=float(p.number(raw, "weight", where) or 1.0),
+        price_override=_price_override(raw.get("price_override"), f"{where}.price_override", p),
+        tags=tuple(tags),
+        timeouts=_timeouts(raw.get("timeouts"), f"{where}.timeouts", p),
+    )
+
+
+def _retry(raw: Any, p: _Problems) -> RetryConfig:
+    if raw is None:
+        return RetryConfig()
+    if not isinstance(raw, Mapping):
+        p.add("retry", "must be a mapping")
+        return RetryConfig()
+    numbers = {"max_attempts", "initial_backoff_s", "max_backoff_s", "max_retry_after_s", "deadline_s"}
+    p.unknown_keys(raw, numbers | {"retry_sent_timeouts", "retry_statuses"}, "retry")
+    values: dict[str, Any] = {}
+    for key in numbers:
+        value = p.number(raw, key, "retry", integer=(key == "max_attempts"))
+        if value is not None:
+            values[key] = value
+    if "retry_sent_timeouts" in raw:
+        if isinstance(raw["retry_sent_timeouts"], bool):
+            values["retry_sent_timeouts"] = raw["retry_sent_timeouts"]
+        else:
+            p.add("retry.retry_sent_timeouts", "must be true or false")
+    statuses = raw.get("retry_statuses")
+    if statuses is not None:
+        if isinstance(statuses, list) and all(isinstance(s, int) and 400 <= s < 600 for s in statuses):
+            values["retry_statuses"] = tuple(statuses)
+        else:
+            p.add("retry.retry_statuses", "must be a list of HTTP status codes (400-599)")
+    return RetryConfig(**values)
+
+
+def _groups(raw: Any, names: set[str], p: _Problems) -> Mapping[str, tuple[str, ...]]:
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, Mapping):
+        p.add("models", "must map a logical model name to a list of deployment names")
+        return MappingProxyType({})
+    groups: dict[str, tuple[str, ...]] = {}
+    for group, members in raw.items():
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            p.add(f"models.{group}", "must be a non-empty list of deployment names")
+            continue
+        for member in members:
+            if member not in names:
+                p.add(f"models.{group}", f"{member!r} is not a configured deployment")
+        groups[str(group)] = tuple(members)
+    return MappingProxyType(groups)
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source=str(path)) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source=str(path)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(["the top level must be a mapping"], source=str(path))
+    return data
+
+
+def _env_deployment(environ: Mapping[str, str], catalog: Catalog) -> dict[str, Any] | None:
+    endpoint = environ.get("AZURE_OPENAI_ENDPOINT")
+    if not endpoint:
+        return None
+    name = environ.get("AZURE_OPENAI_DEPLOYMENT") or environ.get("IMAGEGATE_DEPLOYMENT")
+    model = environ.get("IMAGEGATE_MODEL") or (name if name in catalog else None)
+    raw: dict[str, Any] = {"name": name, "kind": "azure", "endpoint": endpoint, "model": model}
+    if environ.get("AZURE_OPENAI_API_VERSION"):
+        raw["api_version"] = environ["AZURE_OPENAI_API_VERSION"]
+    if environ.get("AZURE_OPENAI_API_KEY"):
+        raw["api_key_env"] = "AZURE_OPENAI_API_KEY"
+    else:
+        raw["auth"] = {"type": "entra"}
+    return raw
+
+
+def _emulated() -> dict[str, Any]:
+    data = emulated_deployments_data()
+    deployments = [
+        {"endpoint": data["endpoint"], "api_key": data["api_key"], "kind": "azure", **d}
+        for d in data["deployments"]
+    ]
+    return {"deployments": deployments, "models": data.get("models", {})}
+
+
+def _bool_env(environ: Mapping[str, str], key: str, p: _Problems) -> bool | None:
+    value = environ.get(key)
+    if value is None:
+        return None
+    if value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    p.add(key, f"{value!r} is not a boolean (true/false)")
+    return None
+
+
+def load(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    catalog: Catalog | None = None,
+    today: dt.date | None = None,
+) -> ImageGateConfig:
+    """Build the configuration (precedence in the module docstring). ``environ`` defaults to
+    empty: composition roots pass ``os.environ`` explicitly. ``today`` dates retirement warnings."""
+    environ = environ or {}
+    catalog = catalog or default_catalog()
+    file_path = Path(path) if path is not None else None
+    if file_path is None and environ.get("IMAGEGATE_CONFIG"):
+        file_path = Path(environ["IMAGEGATE_CONFIG"])
+    raw: Mapping[str, Any] = _read_file(file_path) if file_path else {}
+    source = str(file_path) if file_path else None
+    p = _Problems()
+    p.unknown_keys(raw, _TOP_KEYS, "config")
+    emulated = False
+    if not raw.get("deployments"):
+        env_dep = _env_deployment(environ, catalog)
+        if env_dep is not None:
+            raw = {**raw, "deployments": [env_dep]}
+            source = source or "environment"
+        else:
+            raw = {**_emulated(), **{k: v for k, v in raw.items() if k != "deployments"}}
+            emulated = True
+    listed = raw["deployments"]
+    if not isinstance(listed, list):
+        raise ConfigError(["deployments: must be a list"], source=source)
+    built = [_deployment(d, i, environ, catalog, p) for i, d in enumerate(listed)]
+    deployments = tuple(d for d in built if d is not None)
+    seen: set[str] = set()
+    for entry in listed:
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and name in seen:
+            p.add("deployments", f"name {name!r} is used twice")
+        if isinstance(name, str):
+            seen.add(name)
+    groups = _groups(raw.get("models"), seen, p)
+    default_model = environ.get("IMAGEGATE_DEFAULT_MODEL") or raw.get("default_model") or DEFAULT_GROUP
+    translate = _bool_env(environ, "IMAGEGATE_TRANSLATE", p)
+    if translate is None:
+        translate = bool(raw.get("translate", False))
+    retry = _retry(raw.get("retry"), p)
+    if p.items:
+        raise ConfigError(p.items, source=source)
+    today = today or dt.date.today()
+    warnings = tuple(
+        f"deployment {d.name}: {w}"
+        for d in deployments
+        if (w := catalog.get(d.model).retirement_status(today))
+    )
+    return ImageGateConfig(
+        deployments=deployments,
+        models=groups,
+        default_model=str(default_model),
+        retry=retry,
+        translate=translate,
+        emulated=emulated,
+        source=source,
+        warnings=warnings,
+    )

@@ -66,3 +66,16 @@ async def test_openapi_schema_is_served(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     assert schema["info"]["title"] == "imagegate"
     assert "/v1/models" in schema["paths"]
+
+
+def test_models_of_config_lists_groups_deployments_and_models() -> None:
+    from imagegate.config_load import load
+    from imagegate.server.app import models_of
+
+    config = load(None, {})  # zero config: the emulated deployments
+    ids = [m.id for m in models_of(config)]
+    assert ids[0] == "default"
+    assert {"gpt-image-1", "gpt-image-1-swc", "dall-e-3"} <= set(ids)
+    assert len(ids) == len(set(ids))
+    for name in ids:
+        assert config.deployments_for(name)

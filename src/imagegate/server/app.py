@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.types import Scope
 
 from imagegate import __version__
+from imagegate.config import ImageGateConfig
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.middleware import (
     AccessLogMiddleware,
@@ -24,9 +25,9 @@ from imagegate.server.middleware import (
 )
 from imagegate.server.routes import ops
 from imagegate.server.settings import ServerLimits
-from imagegate.server.state import GatewayState
+from imagegate.server.state import GatewayState, ModelEntry
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "models_of"]
 
 
 def _body_limit(limits: ServerLimits) -> Callable[[Scope], int]:
@@ -68,3 +69,12 @@ def build_app(state: GatewayState) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops.router)
     return app
+
+
+def models_of(config: ImageGateConfig) -> tuple[ModelEntry, ...]:
+    """Every name a client may pass as ``model``: logical groups first, then deployment names,
+    then the catalog models the deployments serve (``ImageGateConfig.deployments_for`` order)."""
+    names: dict[str, None] = dict.fromkeys(config.models)
+    names.update(dict.fromkeys(d.name for d in config.deployments))
+    names.update(dict.fromkeys(d.model for d in config.deployments))
+    return tuple(ModelEntry(n) for n in names)

@@ -20,6 +20,7 @@ from imagegate.errors import (
     UpstreamError,
     UpstreamFailed,
     UpstreamNotSent,
+    UpstreamRejected,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamFailed",
     "UpstreamNotSent",
+    "UpstreamRejected",
     "UpstreamStatusError",
     "UpstreamTimeout",
     "__version__",

@@ -20,6 +20,8 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     ├── UpstreamError                   the deployment failed us
     │   ├── UpstreamNotSent             never reached Azure (connect refused, breaker open):
     │   │                               nothing was billed, safe to fail over
+    │   ├── UpstreamRejected            502  401/403/404 from the deployment: our configuration
+    │   │                               (key, Entra role, deployment name) is wrong; not billed
     │   └── UpstreamFailed              sent, then failed: may have been billed
     │       ├── UpstreamTimeout         504  read timeout after sending
     │       └── UpstreamStatusError     502  status_code, upstream_code (5xx, malformed body, ...)
@@ -53,6 +55,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamFailed",
     "UpstreamNotSent",
+    "UpstreamRejected",
     "UpstreamStatusError",
     "UpstreamTimeout",
 ]
@@ -221,6 +224,27 @@ class UpstreamNotSent(UpstreamError):
     http_status = 503
 
 
+class UpstreamRejected(UpstreamError):
+    """The deployment refused us before doing any work (401, 403, 404 DeploymentNotFound): a
+    configuration problem on our side, not the caller's. Nothing was billed; another deployment
+    may work."""
+
+    code = "upstream_rejected"
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        upstream_code: str | None = None,
+        deployment: str | None = None,
+    ) -> None:
+        super().__init__(message, deployment=deployment)
+        self.status_code = status_code
+        self.upstream_code = upstream_code
+
+
 class UpstreamFailed(UpstreamError):
     """The request was sent and then failed. It may have been billed."""
 
@@ -241,10 +265,12 @@ class UpstreamStatusError(UpstreamFailed):
         status_code: int,
         upstream_code: str | None = None,
         deployment: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message, deployment=deployment)
         self.status_code = status_code
         self.upstream_code = upstream_code
+        self.retry_after_s = retry_after_s
 
 
 class NoDeploymentAvailable(ImageGateError):

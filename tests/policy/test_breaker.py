@@ -206,3 +206,8 @@ def test_invariants_never_early_half_open_and_one_probe(seq: list[tuple[float, s
                 earliest_reopen = max(earliest_reopen, s.reopen_at)
         if kind == "429ra" and s.status == "open":
             assert s.reopen_at is not None and s.reopen_at >= now + ra
+
+
+def test_trip_cause_is_recorded() -> None:
+    assert run([Outcome(ok=False, status=429, retry_after_s=3)]).throttled is True
+    assert run([FAIL] * 4).throttled is False

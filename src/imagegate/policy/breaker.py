@@ -135,6 +135,7 @@ class BreakerState:
     trips: int = 0
     probe_started_at: float | None = None
     reason: str = ""
+    throttled: bool = False  # opened by a 429/503 retry-after (capacity), not by failures (health)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,7 @@ def _open(cfg: BreakerConfig, s: BreakerState, o: Outcome, now: float, *, trips:
         trips=trips,
         probe_started_at=None,
         reason=o.reason or "failure",
+        throttled=_throttle_trip(o),
     )
 
 

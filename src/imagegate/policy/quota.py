@@ -41,6 +41,7 @@ __all__ = [
     "QuotaState",
     "Wait",
     "allowance",
+    "effective_rpm",
     "effective_window_s",
     "grants_in_window",
     "headroom",
@@ -144,7 +145,7 @@ def allowance(cfg: QuotaConfig, rpm: float) -> int:
     return max(1, math.floor(rpm * window / 60.0 + 1e-9))
 
 
-def _current_rpm(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
+def effective_rpm(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
     """The effective RPM at ``now``, including additive recovery since the last change."""
     if s.effective_rpm is None:
         return cfg.rpm
@@ -155,7 +156,7 @@ def _current_rpm(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
 
 def _settle(cfg: QuotaConfig, s: QuotaState, now: float) -> QuotaState:
     """Apply recovery and drop grants no window can see any more."""
-    rpm = _current_rpm(cfg, s, now)
+    rpm = effective_rpm(cfg, s, now)
     eff: float | None = rpm
     changed = s.last_change_at
     if s.effective_rpm is not None and rpm != s.effective_rpm:
@@ -171,8 +172,8 @@ def _settle(cfg: QuotaConfig, s: QuotaState, now: float) -> QuotaState:
 
 def grants_in_window(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[float, ...]:
     """Grants that Azure would still count against the current effective window."""
-    window = effective_window_s(cfg, _current_rpm(cfg, s, now))
-    return tuple(g for g in s.grants if now - g < window)
+    window = effective_window_s(cfg, effective_rpm(cfg, s, now))
+    return tuple(g for g in s.grants if g + window > now)  # same form as `until` below: no float gap
 
 
 def try_acquire(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[Granted | Wait, QuotaState]:
@@ -180,7 +181,7 @@ def try_acquire(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[Granted | 
     s = _settle(cfg, s, now)
     if now < s.blocked_until:
         return Wait(until=s.blocked_until, reason=s.block_reason or "blocked"), s
-    rpm = _current_rpm(cfg, s, now)
+    rpm = effective_rpm(cfg, s, now)
     window = effective_window_s(cfg, rpm)
     allowed = allowance(cfg, rpm)
     recent = grants_in_window(cfg, s, now)
@@ -200,7 +201,7 @@ def release(s: QuotaState) -> QuotaState:
 def on_throttled(cfg: QuotaConfig, s: QuotaState, retry_after_s: float | None, now: float) -> QuotaState:
     """Azure answered 429: cut the effective RPM (once per window) and block until retry-after."""
     s = _settle(cfg, s, now)
-    rpm = _current_rpm(cfg, s, now)
+    rpm = effective_rpm(cfg, s, now)
     window = effective_window_s(cfg, rpm)
     wait_s = retry_after_s if retry_after_s is not None and retry_after_s >= 0 else window
     blocked_until = max(s.blocked_until, now + wait_s)
@@ -226,7 +227,7 @@ def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, now: float) ->
     if remaining < 0:
         return s
     s = _settle(cfg, s, now)
-    rpm = _current_rpm(cfg, s, now)
+    rpm = effective_rpm(cfg, s, now)
     window = effective_window_s(cfg, rpm)
     allowed = allowance(cfg, rpm)
     used = len(grants_in_window(cfg, s, now))
@@ -253,6 +254,6 @@ def headroom(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
         return 0.0
     if cfg.max_concurrent is not None and s.in_flight >= cfg.max_concurrent:
         return 0.0
-    rpm = _current_rpm(cfg, s, now)
+    rpm = effective_rpm(cfg, s, now)
     allowed = allowance(cfg, rpm)
     return max(0, allowed - len(grants_in_window(cfg, s, now))) / allowed

@@ -42,11 +42,11 @@ def test_policy_imports_only_the_core() -> None:
     assert not bad, bad
 
 
-def test_pipeline_and_upstream_never_import_adapters_or_server() -> None:
+def test_pipeline_upstream_and_routing_never_import_adapters_or_server() -> None:
     forbidden = ("imagegate.stores", "imagegate.server", "imagegate.cli", "imagegate.api")
     bad = [
         (f, n)
-        for pkg in ("pipeline", "upstream")
+        for pkg in ("pipeline", "upstream", "routing")
         for f, n in internal_imports(pkg)
         if n.startswith(forbidden)
     ]

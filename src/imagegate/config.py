@@ -12,6 +12,7 @@ object                 what it configures
                        the catalog", which is long enough for high quality
 ``RetryConfig``        the attempt loop: attempts, backoff, retry-after cap, deadline
 ``PriceOverride``      a deployment's negotiated prices instead of the catalog's list prices
+``GroupRouting``       how a logical model group routes: strategy, region allow-list, fallbacks
 =====================  ==========================================================================
 
 Durations carry their unit in the name (``connect_s``). Secrets are ``Secret`` values whose repr
@@ -36,6 +37,7 @@ __all__ = [
     "Auth",
     "DeploymentConfig",
     "EntraAuth",
+    "GroupRouting",
     "ImageGateConfig",
     "PriceOverride",
     "RetryConfig",
@@ -49,6 +51,8 @@ DEFAULT_WRITE_TIMEOUT_S: Final = 60.0
 DEFAULT_POOL_TIMEOUT_S: Final = 10.0
 DEFAULT_OPENAI_ENDPOINT: Final = "https://api.openai.com"
 DEFAULT_GROUP: Final = "default"
+DEFAULT_RPM_WINDOW_S: Final = 10.0
+ROUTING_STRATEGIES: Final = ("priority", "weighted", "least_latency", "lowest_cost", "most_headroom")
 
 
 class Secret:
@@ -130,6 +134,7 @@ class DeploymentConfig:
     catalog model it serves. ``kind`` picks the protocol: ``azure`` (``api-key`` or Entra, routes
     ``deployments`` or ``v1``) or ``openai`` (the OpenAI platform, Bearer key, ``/v1/images``).
     ``rpm``, ``concurrency``, ``priority`` and ``weight`` are for routing; ``tags`` are free-form.
+    ``rpm_window_s`` is the window Azure judges ``rpm`` over (1 or 10 s; see ``policy.quota``).
     """
 
     name: str
@@ -143,6 +148,7 @@ class DeploymentConfig:
     route: Literal["deployments", "v1"] = "deployments"
     rpm: int | None = None
     concurrency: int | None = None
+    rpm_window_s: float = DEFAULT_RPM_WINDOW_S
     priority: int = 0
     weight: float = 1.0
     price_override: PriceOverride | None = None
@@ -178,6 +184,21 @@ DEFAULT_RETRY: Final = RetryConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GroupRouting:
+    """Routing for one logical model (``routing.<group>`` in the file).
+
+    ``strategy`` is one of ``ROUTING_STRATEGIES`` (see ``policy.routing``); ``regions`` is a data
+    residency allow-list (``None``: any region); ``fallbacks`` names other logical models tried,
+    in order, when none of this group's deployments can serve.
+    """
+
+    strategy: str = "priority"
+    regions: tuple[str, ...] | None = None
+    required_tags: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ImageGateConfig:
     """Everything imagegate needs to run. ``models`` maps logical model names (``default``,
     ``cheap``, ...) to deployment names in preference order. ``emulated`` says the deployments
@@ -187,6 +208,7 @@ class ImageGateConfig:
     models: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     default_model: str = DEFAULT_GROUP
     retry: RetryConfig = DEFAULT_RETRY
+    routing: Mapping[str, GroupRouting] = field(default_factory=lambda: MappingProxyType({}))
     translate: bool = False
     emulated: bool = False
     source: str | None = None

@@ -31,10 +31,13 @@ from imagegate.catalog import Catalog, default_catalog, emulated_deployments_dat
 from imagegate.config import (
     DEFAULT_GROUP,
     DEFAULT_OPENAI_ENDPOINT,
+    DEFAULT_RPM_WINDOW_S,
+    ROUTING_STRATEGIES,
     ApiKeyAuth,
     Auth,
     DeploymentConfig,
     EntraAuth,
+    GroupRouting,
     ImageGateConfig,
     PriceOverride,
     RetryConfig,
@@ -45,11 +48,11 @@ from imagegate.errors import ConfigError
 
 __all__ = ["load"]
 
-_TOP_KEYS = {"deployments", "models", "default_model", "retry", "translate"}
+_TOP_KEYS = {"deployments", "models", "default_model", "retry", "translate", "routing"}
 _DEPLOYMENT_KEYS = {
     "name", "kind", "endpoint", "model", "deployment", "region", "auth", "api_key", "api_key_env",
     "api_version", "route", "rpm", "concurrency", "priority", "weight", "price_override", "tags",
-    "timeouts",
+    "timeouts", "rpm_window_s",
 }  # fmt: skip
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -201,6 +204,7 @@ def _deployment(
         route=route,
         rpm=p.number(raw, "rpm", where, integer=True),
         concurrency=p.number(raw, "concurrency", where, integer=True),
+        rpm_window_s=float(p.number(raw, "rpm_window_s", where) or DEFAULT_RPM_WINDOW_S),
         priority=priority,
         weight=float(p.number(raw, "weight", where) or 1.0),
         price_override=_price_override(raw.get("price_override"), f"{where}.price_override", p),
@@ -252,6 +256,48 @@ def _groups(raw: Any, names: set[str], p: _Problems) -> Mapping[str, tuple[str, 
                 p.add(f"models.{group}", f"{member!r} is not a configured deployment")
         groups[str(group)] = tuple(members)
     return MappingProxyType(groups)
+
+
+def _strings(raw: Mapping[str, Any], key: str, where: str, p: _Problems) -> tuple[str, ...] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        p.add(f"{where}.{key}", f"{value!r} is not a list of strings")
+        return None
+    return tuple(value)
+
+
+def _routing(raw: Any, groups: Mapping[str, tuple[str, ...]], p: _Problems) -> Mapping[str, GroupRouting]:
+    """``routing: {group: {strategy, regions, required_tags, fallbacks}}`` for logical models."""
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, Mapping):
+        p.add("routing", "must map a logical model name to its routing settings")
+        return MappingProxyType({})
+    out: dict[str, GroupRouting] = {}
+    for group, entry in raw.items():
+        where = f"routing.{group}"
+        if group not in groups:
+            p.add(where, f"{group!r} is not a logical model under models: ({', '.join(groups) or 'none'})")
+        if not isinstance(entry, Mapping):
+            p.add(where, "must be a mapping")
+            continue
+        p.unknown_keys(entry, {"strategy", "regions", "required_tags", "fallbacks"}, where)
+        strategy = entry.get("strategy", "priority")
+        if strategy not in ROUTING_STRATEGIES:
+            p.add(f"{where}.strategy", f"{strategy!r} is not one of {', '.join(ROUTING_STRATEGIES)}")
+        fallbacks = _strings(entry, "fallbacks", where, p) or ()
+        for fb in fallbacks:
+            if fb not in groups or fb == group:
+                p.add(f"{where}.fallbacks", f"{fb!r} is not another logical model under models:")
+        out[str(group)] = GroupRouting(
+            strategy=str(strategy),
+            regions=_strings(entry, "regions", where, p),
+            required_tags=_strings(entry, "required_tags", where, p) or (),
+            fallbacks=fallbacks,
+        )
+    return MappingProxyType(out)
 
 
 def _read_file(path: Path) -> Mapping[str, Any]:
@@ -348,6 +394,7 @@ def load(
     if translate is None:
         translate = bool(raw.get("translate", False))
     retry = _retry(raw.get("retry"), p)
+    routing = _routing(raw.get("routing"), groups, p)
     if p.items:
         raise ConfigError(p.items, source=source)
     today = today or dt.date.today()
@@ -361,6 +408,7 @@ def load(
         models=groups,
         default_model=str(default_model),
         retry=retry,
+        routing=routing,
         translate=translate,
         emulated=emulated,
         source=source,

@@ -13,6 +13,7 @@ from imagegate.policy.breaker import (
     Deny,
     Outcome,
     Probe,
+    abandon,
     acquire,
     allows,
     outcome_for_status,
@@ -211,3 +212,12 @@ def test_invariants_never_early_half_open_and_one_probe(seq: list[tuple[float, s
 def test_trip_cause_is_recorded() -> None:
     assert run([Outcome(ok=False, status=429, retry_after_s=3)]).throttled is True
     assert run([FAIL] * 4).throttled is False
+
+
+def test_abandoned_probe_frees_the_slot() -> None:
+    s = record(CFG, BreakerState(), Outcome(ok=False, status=429, retry_after_s=1), 0.0)
+    _, s = acquire(CFG, s, 6.0)
+    assert isinstance(acquire(CFG, s, 6.0)[0], Deny)
+    s = abandon(s)
+    assert isinstance(acquire(CFG, s, 6.0)[0], Probe)
+    assert abandon(BreakerState()) == BreakerState()

@@ -42,6 +42,7 @@ __all__ = [
     "Outcome",
     "Probe",
     "Status",
+    "abandon",
     "acquire",
     "allows",
     "outcome_for_status",
@@ -211,6 +212,13 @@ def acquire(cfg: BreakerConfig, s: BreakerState, now: float) -> tuple[Decision, 
     if isinstance(decision, Probe):
         return decision, replace(s, status="half_open", probe_started_at=now)
     return decision, s
+
+
+def abandon(s: BreakerState) -> BreakerState:
+    """A claimed probe ended without an outcome (cancelled before sending): free the slot."""
+    if s.status == "half_open" and s.probe_started_at is not None:
+        return replace(s, probe_started_at=None)
+    return s
 
 
 def _bucketed(cfg: BreakerConfig, s: BreakerState, ok: bool, now: float) -> tuple[tuple[int, int, int], ...]:

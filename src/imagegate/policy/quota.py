@@ -22,9 +22,10 @@ The model, per deployment:
   another client). A 429 halves the *effective* RPM (at most once per window, so a burst of
   in-flight 429s counts once), down to ``min_rpm_fraction · rpm``, and blocks the deployment until
   its ``retry-after`` (or one window when absent). ``x-ratelimit-remaining-requests: 0`` blocks until
-  Azure's window has rolled, and a remaining count lower than our own bookkeeping expects lowers
-  the effective RPM to match. After ``recover_after_s`` without a 429, the effective RPM climbs back
-  by ``increase_fraction · rpm`` per period, never above the configured RPM.
+  Azure's window (anchored at the request's admission) has rolled, and a remaining count lower
+  than our own bookkeeping expects lowers the effective RPM to match. After ``recover_after_s``
+  without a 429, the effective RPM climbs back by ``increase_fraction · rpm`` per period, never
+  above the configured RPM.
 
 Hand-written rather than ``limits``' moving window because we need the learning, the honest
 "capacity at" time for retry-after, and a pure state that a Redis adapter can store as a value.
@@ -219,22 +220,25 @@ def on_throttled(cfg: QuotaConfig, s: QuotaState, retry_after_s: float | None, n
     )
 
 
-def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, now: float) -> QuotaState:
-    """Learn from ``x-ratelimit-remaining-requests`` seen on a response at ``now``.
+def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, admitted_at: float) -> QuotaState:
+    """Learn from ``x-ratelimit-remaining-requests`` on the response to a request granted at
+    ``admitted_at``.
 
-    Negative values (Azure sometimes sends -1) carry no information and are ignored.
+    The header describes Azure's window when it *admitted* the request, which for an image can be
+    minutes before the response arrives; so the block and the count are anchored there, not at
+    the response time. Negative values (Azure sometimes sends -1) carry no information.
     """
     if remaining < 0:
         return s
-    s = _settle(cfg, s, now)
-    rpm = effective_rpm(cfg, s, now)
+    s = _settle(cfg, s, admitted_at)
+    rpm = effective_rpm(cfg, s, admitted_at)
     window = effective_window_s(cfg, rpm)
     allowed = allowance(cfg, rpm)
-    used = len(grants_in_window(cfg, s, now))
+    used = sum(1 for g in s.grants if admitted_at - window < g <= admitted_at)
     if remaining == 0:
         s = replace(
             s,
-            blocked_until=max(s.blocked_until, now + window),
+            blocked_until=max(s.blocked_until, admitted_at + window),
             block_reason="x-ratelimit-remaining-requests: 0",
         )
     believed = used + remaining
@@ -244,7 +248,7 @@ def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, now: float) ->
     new_rpm = max(cfg.min_rpm, min(rpm, believed * 60.0 / window))
     if new_rpm >= rpm:
         return s
-    return replace(s, effective_rpm=new_rpm, last_change_at=now)
+    return replace(s, effective_rpm=new_rpm, last_change_at=admitted_at)
 
 
 def headroom(cfg: QuotaConfig, s: QuotaState, now: float) -> float:

@@ -1,0 +1,447 @@
+"""The routing driver: ranked plans, fair waiting for capacity, and outcome bookkeeping.
+
+Thin on purpose: every decision is a pure policy (``policy.routing``, ``breaker``, ``quota``,
+``latency``, ``waitqueue``); this class loads state, calls them, stores state, and waits. The
+clock, the sleep and the random source are injected, so tests run in virtual time.
+
+How the attempt loop uses it::
+
+    plan = await scheduler.plan(group, deployments, quality=req.quality)
+    lease = await scheduler.acquire(group, plan.names, deadline=deadline)   # may wait, fairly
+    ... send to lease.deployment ...
+    await scheduler.finish(lease, AttemptResult(status=..., retry_after_s=..., remaining_requests=...))
+
+``acquire`` takes the first deployment, in plan order, that both its breaker and its quota admit.
+When none does, the request queues FIFO behind earlier requests for the same logical model and
+sleeps until capacity is expected (or it is woken by a ``finish``). It raises ``RateLimited`` with
+an honest ``retry_after_s`` as soon as the expected start is past its deadline, and
+``NoDeploymentAvailable`` at once when every deployment is excluded for health (not capacity)
+reasons: waiting for a broken deployment helps nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, cast
+
+from imagegate.config import DeploymentConfig, GroupRouting, ImageGateConfig
+from imagegate.errors import NoDeploymentAvailable, RateLimited
+from imagegate.policy import breaker, latency, quota, routing, waitqueue
+from imagegate.policy import health as health_policy
+from imagegate.routing.state import DeploymentState, InMemoryStateStore, StateStore
+
+__all__ = [
+    "AttemptResult",
+    "Blocked",
+    "DeploymentView",
+    "Lease",
+    "Scheduler",
+    "fallback_chain",
+    "quota_config",
+    "route_policy",
+]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+ANY_QUALITY = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Permission to send one attempt to ``deployment``; hand it back to ``finish``."""
+
+    deployment: str
+    group: str
+    probe: bool
+    started_at: float
+    quota_held: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptResult:
+    """What came back. ``status=None`` and not ``timed_out``: no response (connect error).
+    ``cancelled``: the attempt was abandoned before an outcome (caller went away)."""
+
+    status: int | None
+    retry_after_s: float | None = None
+    remaining_requests: int | None = None
+    timed_out: bool = False
+    quality: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Why a deployment could not take an attempt now."""
+
+    deployment: str
+    until: float | None
+    reason: str
+    health: bool  # excluded for health (breaker tripped by failures) rather than capacity
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentView:
+    """One deployment as ``imagegate doctor`` shows it."""
+
+    name: str
+    breaker: breaker.Status
+    breaker_reason: str
+    breaker_until: float | None
+    effective_rpm: float | None
+    configured_rpm: float | None
+    headroom: float
+    in_flight: int
+    latency_s: Mapping[str, float]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        deployments: Sequence[DeploymentConfig],
+        *,
+        policies: Mapping[str, routing.RoutePolicy] | None = None,
+        default_policy: routing.RoutePolicy = routing.RoutePolicy(),
+        breaker_config: breaker.BreakerConfig = breaker.BreakerConfig(),
+        latency_config: latency.LatencyConfig = latency.LatencyConfig(),
+        store: StateStore | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._deployments = {d.name: d for d in deployments}
+        self._quota = {d.name: q for d in deployments if (q := quota_config(d)) is not None}
+        self._policies = dict(policies or {})
+        self._default_policy = default_policy
+        self._breaker = breaker_config
+        self._latency = latency_config
+        self._store: StateStore = store if store is not None else InMemoryStateStore()
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self._queue = waitqueue.WaitQueue()
+        self._events: dict[int, asyncio.Event] = {}
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def from_config(cls, cfg: ImageGateConfig, **kwargs: Any) -> Scheduler:
+        """A scheduler for every deployment in ``cfg``, with each group's routing policy."""
+        policies = {group: route_policy(g) for group, g in cfg.routing.items()}
+        return cls(cfg.deployments, policies=policies, **kwargs)
+
+    # -- planning -------------------------------------------------------------------------
+
+    def policy_for(self, group: str) -> routing.RoutePolicy:
+        return self._policies.get(group, self._default_policy)
+
+    async def plan(
+        self,
+        group: str,
+        deployments: Sequence[DeploymentConfig],
+        *,
+        quality: str | None = None,
+        incapable: Mapping[str, str] | None = None,
+        cost_per_image: Mapping[str, float] | None = None,
+    ) -> routing.Plan:
+        """Rank ``deployments`` for ``group``. ``incapable`` maps names to why they cannot serve
+        this request (from the catalog); ``cost_per_image`` feeds the lowest-cost strategy."""
+        now = self._clock()
+        incapable = incapable or {}
+        costs = cost_per_image or {}
+        candidates = []
+        signals = {}
+        for d in deployments:
+            candidates.append(
+                routing.Candidate(
+                    name=d.name,
+                    region=d.region or "",
+                    model=d.model,
+                    priority=d.priority,
+                    weight=d.weight,
+                    cost_per_image=costs.get(d.name),
+                    tags=frozenset(d.tags),
+                    capable=d.name not in incapable,
+                    incapable_reason=incapable.get(d.name, ""),
+                )
+            )
+            signals[d.name] = self._signals(d.name, await self._store.read(d.name), quality, now)
+        return routing.plan(self.policy_for(group), candidates, signals, rand=self._rand())
+
+    def _signals(self, name: str, st: DeploymentState, quality: str | None, now: float) -> routing.Signals:
+        decision = breaker.allows(self._breaker, st.breaker, now)
+        qcfg = self._quota.get(name)
+        room = quota.headroom(qcfg, st.quota, now) if qcfg is not None else 1.0
+        est = st.latency.get(quality or ANY_QUALITY) or st.latency.get(ANY_QUALITY)
+        # A breaker open for capacity (429 + retry-after) is not a health exclusion: keep it in
+        # the plan with no headroom, so the request can wait for it rather than fail.
+        available = not isinstance(decision, breaker.Deny) or st.breaker.throttled
+        if isinstance(decision, breaker.Deny) and st.breaker.throttled:
+            room = 0.0
+        return routing.Signals(
+            breaker_available=available,
+            breaker_until=decision.until if isinstance(decision, breaker.Deny) else None,
+            breaker_reason=decision.reason if isinstance(decision, breaker.Deny) else "",
+            headroom=room,
+            latency_s=latency.estimate(self._latency, est),
+        )
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def acquire(self, group: str, names: Sequence[str], *, deadline: float) -> Lease:
+        """A lease on the first deployment in ``names`` that can take an attempt, waiting fairly
+        (FIFO per ``group``) until ``deadline`` at the latest."""
+        if not names:
+            raise NoDeploymentAvailable(f"no deployment can serve {group!r}")
+        wid = next(self._ids)
+        self._queue = waitqueue.enqueue(
+            self._queue, waitqueue.Waiter(id=wid, model=group, enqueued_at=self._clock(), deadline=deadline)
+        )
+        event = self._events[wid] = asyncio.Event()
+        try:
+            while True:
+                event.clear()
+                now = self._clock()
+                is_head = waitqueue.head(self._queue, group) == self._queue_entry(wid)
+                blocked: list[Blocked] = []
+                if is_head:
+                    for name in names:
+                        got = await self._store.update(name, self._try_take(name, group, now))
+                        if isinstance(got, Lease):
+                            return got
+                        blocked.append(got)
+                else:
+                    blocked = [await self._peek(name, now) for name in names]
+                until = await self._next_step(group, wid, names, blocked, now, deadline)
+                await self._wait(event, until)
+        finally:
+            self._queue = waitqueue.dequeue(self._queue, wid)
+            del self._events[wid]
+            self._wake_heads()
+
+    def _queue_entry(self, wid: int) -> waitqueue.Waiter | None:
+        return next((w for w in self._queue.waiters if w.id == wid), None)
+
+    async def _next_step(
+        self,
+        group: str,
+        wid: int,
+        names: Sequence[str],
+        blocked: list[Blocked],
+        now: float,
+        deadline: float,
+    ) -> float:
+        """Raise if the request cannot be served in time; else return when to look again."""
+        if blocked and all(b.health for b in blocked):
+            times = [b.until for b in blocked if b.until is not None]
+            reasons = "; ".join(f"{b.deployment}: {b.reason}" for b in blocked)
+            raise NoDeploymentAvailable(
+                f"every deployment for {group!r} is unavailable ({reasons})",
+                retry_after_s=max(0.0, min(times) - now) if times else None,
+            )
+        waitable = [b for b in blocked if not b.health]
+        expected = [
+            b.until if b.until is not None else now + await self._busy_s(b.deployment) for b in waitable
+        ]
+        capacity_at = min(expected, default=now)
+        interval = await self._interval_s(names, now)
+        decision = waitqueue.decide(self._queue, wid, now, capacity_at, interval)
+        if isinstance(decision, waitqueue.Reject) or now >= deadline:
+            retry_after = decision.retry_after_s if isinstance(decision, waitqueue.Reject) else 0.0
+            retry_after = max(retry_after, capacity_at - now, 0.001)
+            raise RateLimited(
+                f"no capacity for {group!r} before the request's deadline; "
+                f"expected in {retry_after:.1f}s ({'; '.join(b.reason for b in blocked) or 'queued'})",
+                retry_after_s=retry_after,
+            )
+        if isinstance(decision, waitqueue.WaitUntil) and decision.until is not None:
+            return min(decision.until, deadline)
+        if isinstance(decision, waitqueue.Admit):
+            return now  # capacity is here: loop again at once
+        return deadline
+
+    def _try_take(
+        self, name: str, group: str, now: float
+    ) -> Callable[[DeploymentState], tuple[Lease | Blocked, DeploymentState]]:
+        qcfg = self._quota.get(name)
+
+        def step(st: DeploymentState) -> tuple[Lease | Blocked, DeploymentState]:
+            blocked = self._blocked_by_breaker(name, st, now)
+            if blocked is not None:
+                return blocked, st
+            qs = st.quota
+            if qcfg is not None:
+                answer, qs = quota.try_acquire(qcfg, st.quota, now)
+                if isinstance(answer, quota.Wait):
+                    return Blocked(name, answer.until, answer.reason, health=False), replace(st, quota=qs)
+            decision, bs = breaker.acquire(self._breaker, st.breaker, now)
+            lease = Lease(
+                deployment=name,
+                group=group,
+                probe=isinstance(decision, breaker.Probe),
+                started_at=now,
+                quota_held=qcfg is not None,
+            )
+            return lease, replace(st, breaker=bs, quota=qs)
+
+        return step
+
+    def _blocked_by_breaker(self, name: str, st: DeploymentState, now: float) -> Blocked | None:
+        decision = breaker.allows(self._breaker, st.breaker, now)
+        if not isinstance(decision, breaker.Deny):
+            return None
+        return Blocked(name, decision.until, decision.reason, health=not st.breaker.throttled)
+
+    async def _peek(self, name: str, now: float) -> Blocked:
+        """Not at the head: only estimate when this deployment might have room (no state change)."""
+        st = await self._store.read(name)
+        blocked = self._blocked_by_breaker(name, st, now)
+        if blocked is not None:
+            return blocked
+        qcfg = self._quota.get(name)
+        if qcfg is None:
+            return Blocked(name, now, "queued behind earlier requests", health=False)
+        answer, _ = quota.try_acquire(qcfg, st.quota, now)
+        if isinstance(answer, quota.Wait):
+            return Blocked(name, answer.until, answer.reason, health=False)
+        return Blocked(name, now, "queued behind earlier requests", health=False)
+
+    async def _busy_s(self, name: str) -> float:
+        """Expected time until an in-flight request on ``name`` ends (for concurrency waits)."""
+        st = await self._store.read(name)
+        known = [latency.estimate(self._latency, e) for e in st.latency.values()]
+        return min(known) if known else self._latency.prior_s
+
+    async def _interval_s(self, names: Sequence[str], now: float) -> float:
+        """Seconds between slots across ``names`` on aggregate (0 when any is unlimited)."""
+        total = 0.0
+        for name in names:
+            qcfg = self._quota.get(name)
+            if qcfg is None:
+                return 0.0
+            total += quota.effective_rpm(qcfg, (await self._store.read(name)).quota, now)
+        return 60.0 / total if total > 0 else 0.0
+
+    async def _wait(self, event: asyncio.Event, until: float) -> None:
+        delay = until - self._clock()
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        woken = asyncio.ensure_future(event.wait())
+        slept = asyncio.ensure_future(self._sleep(delay))
+        try:
+            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, slept):
+                task.cancel()
+            await asyncio.gather(woken, slept, return_exceptions=True)
+
+    def _wake_heads(self) -> None:
+        for model in {w.model for w in self._queue.waiters}:
+            first = waitqueue.head(self._queue, model)
+            if first is not None:
+                self._events[first.id].set()
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    async def finish(self, lease: Lease, result: AttemptResult) -> None:
+        """Record an attempt's outcome (breaker, quota learning, latency, health) and release."""
+        now = self._clock()
+        qcfg = self._quota.get(lease.deployment)
+
+        def step(st: DeploymentState) -> tuple[None, DeploymentState]:
+            qs = quota.release(st.quota) if lease.quota_held else st.quota
+            if result.cancelled:
+                bs = breaker.abandon(st.breaker) if lease.probe else st.breaker
+                return None, replace(st, breaker=bs, quota=qs)
+            outcome = breaker.outcome_for_status(
+                result.status, retry_after_s=result.retry_after_s, timed_out=result.timed_out
+            )
+            bs = breaker.record(self._breaker, st.breaker, outcome, now)
+            if qcfg is not None:
+                if result.status == 429:
+                    qs = quota.on_throttled(qcfg, qs, result.retry_after_s, now)
+                if result.remaining_requests is not None:
+                    qs = quota.on_remaining(qcfg, qs, result.remaining_requests, lease.started_at)
+            lat = st.latency
+            if result.status is not None and 200 <= result.status < 300 and not result.timed_out:
+                took = now - lease.started_at
+                lat = dict(st.latency)
+                for key in {result.quality or ANY_QUALITY, ANY_QUALITY}:
+                    lat[key] = latency.observe(
+                        self._latency, st.latency.get(key, latency.LatencyEstimate()), took, now
+                    )
+                lat = MappingProxyType(lat)
+            hs = health_policy.observe_traffic(st.health, now) if result.status is not None else st.health
+            return None, DeploymentState(breaker=bs, quota=qs, latency=lat, health=hs)
+
+        await self._store.update(lease.deployment, step)
+        self._wake_heads()
+
+    # -- inspection -------------------------------------------------------------------------
+
+    async def snapshot(self) -> tuple[DeploymentView, ...]:
+        now = self._clock()
+        views = []
+        for name in self._deployments:
+            st = await self._store.read(name)
+            qcfg = self._quota.get(name)
+            decision = breaker.allows(self._breaker, st.breaker, now)
+            views.append(
+                DeploymentView(
+                    name=name,
+                    breaker=breaker.status_at(self._breaker, st.breaker, now),
+                    breaker_reason=st.breaker.reason,
+                    breaker_until=decision.until if isinstance(decision, breaker.Deny) else None,
+                    effective_rpm=quota.effective_rpm(qcfg, st.quota, now) if qcfg else None,
+                    configured_rpm=qcfg.rpm if qcfg else None,
+                    headroom=quota.headroom(qcfg, st.quota, now) if qcfg else 1.0,
+                    in_flight=st.quota.in_flight,
+                    latency_s={k: latency.estimate(self._latency, v) for k, v in st.latency.items()},
+                )
+            )
+        return tuple(views)
+
+
+def quota_config(d: DeploymentConfig) -> quota.QuotaConfig | None:
+    """The quota model for a deployment: its RPM judged over its window, plus its concurrency."""
+    if d.rpm is None and d.concurrency is None:
+        return None
+    window = d.rpm_window_s
+    # Concurrency only: an RPM so high it never binds keeps one code path.
+    rpm = float(d.rpm) if d.rpm is not None else math.inf
+    if math.isinf(rpm):
+        rpm = 1e9
+    return quota.QuotaConfig(rpm=rpm, window_s=window, max_concurrent=d.concurrency)
+
+
+def route_policy(g: GroupRouting) -> routing.RoutePolicy:
+    """The pure routing policy for a configured group (the loader has validated the strategy)."""
+    return routing.RoutePolicy(
+        strategy=cast(routing.Strategy, g.strategy),
+        allowed_regions=frozenset(g.regions) if g.regions is not None else None,
+        required_tags=frozenset(g.required_tags),
+    )
+
+
+def fallback_chain(cfg: ImageGateConfig, group: str) -> tuple[str, ...]:
+    """``group`` then its fallbacks, depth first, each logical model once (cycles are cut)."""
+    seen: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.append(name)
+        entry = cfg.routing.get(name)
+        for fb in entry.fallbacks if entry is not None else ():
+            visit(fb)
+
+    visit(group)
+    return tuple(seen)

@@ -28,7 +28,7 @@ apt:
 	fi
 
 run: $(STAMP)
-	$(BIN)/imagegate version
+	$(BIN)/imagegate emulator
 
 test: $(STAMP) apt
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from imagegate import __version__
+from imagegate.cli.emulator_cmd import emulator as emulator_command
 
 app = typer.Typer(
     name="imagegate",
@@ -25,6 +26,9 @@ def root() -> None:
 def version() -> None:
     """Print the imagegate version."""
     typer.echo(__version__)
+
+
+app.command("emulator")(emulator_command)
 
 
 def main() -> None:

@@ -1,0 +1,242 @@
+"""Real images for emulated responses: exactly the requested size and format, deterministic for
+the same request, showing the prompt in large dark letters that OCR (tesseract) reads, on a light
+background coloured by the prompt.
+
+``image_bytes: realistic`` adds low-amplitude noise (3 bits per channel) that deflate cannot
+remove, so a 1024x1024 PNG weighs ~1.6 MB like a real gpt-image output; ``small`` leaves it out
+(~20 KB). Rendering is cheap on purpose, because the emulator must never be the bottleneck of a
+gateway benchmark: noise comes from one precomputed strip, background images are kept per
+(size, colour), PNG background bands are compressed once (png.py), and finished images are kept in
+an LRU keyed by the request, so a repeated request costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from PIL import Image, ImageChops, ImageDraw, ImageFont
+
+from imagegate.emulator.png import BandCache, encode_png
+
+STRIP_W = 3840
+BAND = 64
+_NOISE_MASK = 0x07
+
+# Light colours: dark text on them binarises cleanly for OCR.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (214, 228, 240),
+    (240, 226, 208),
+    (222, 238, 216),
+    (238, 220, 232),
+    (236, 236, 214),
+    (216, 232, 232),
+    (228, 222, 244),
+    (244, 232, 222),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSpec:
+    """Everything that decides the pixels and bytes of one output image."""
+
+    prompt: str
+    width: int
+    height: int
+    output_format: str = "png"
+    compression: int = 100
+    transparent: bool = False
+    realistic: bool = True
+    index: int = 0
+
+
+@lru_cache(maxsize=4)
+def _noise_strip(seed: int) -> Image.Image:
+    raw = random.Random(seed).randbytes(STRIP_W * BAND * 3)
+    table = bytes(b & _NOISE_MASK for b in range(256))
+    return Image.frombytes("RGB", (STRIP_W, BAND), raw.translate(table))
+
+
+def _strip_offset(band: int, width: int) -> int:
+    span = STRIP_W - width + 1
+    return (band * 613 + 7) % span if span > 1 else 0
+
+
+@lru_cache(maxsize=512)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _colour_index(spec: RenderSpec) -> int:
+    digest = hashlib.blake2b(f"{spec.prompt}\x00{spec.index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") % len(PALETTE)
+
+
+def _wrap(
+    text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: int, max_lines: int
+) -> list[str]:
+    words = " ".join(text.split())[:400].split(" ")
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        candidate = f"{current} {word}".strip()
+        if font.getlength(candidate) <= max_w or not current:
+            current = candidate
+            continue
+        lines.append(current)
+        current = word
+        if len(lines) == max_lines:
+            break
+    if len(lines) < max_lines and current:
+        lines.append(current)
+    # Hard-cut any single word wider than the frame.
+    return [_fit(line, font, max_w) for line in lines[:max_lines]]
+
+
+def _fit(line: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: int) -> str:
+    while len(line) > 1 and font.getlength(line) > max_w:
+        line = line[:-1]
+    return line
+
+
+class Renderer:
+    """Renders and caches images. Not thread-safe; the app uses it from one event loop."""
+
+    def __init__(self, *, seed: int = 0, cache_bytes: int = 256 * 1024 * 1024) -> None:
+        self.seed = seed
+        self.cache_bytes = cache_bytes
+        self._done: OrderedDict[Hashable, str] = OrderedDict()
+        self._done_bytes = 0
+        self._backgrounds: OrderedDict[tuple[str, int, int, int, bool], Image.Image] = OrderedDict()
+        self._bands = BandCache(max(cache_bytes // 4, 1))
+        self.hits = 0
+        self.misses = 0
+
+    # ---------------------------------------------------------------- public
+
+    def b64(self, spec: RenderSpec) -> str:
+        """The base64 of the encoded image for ``spec`` (cached)."""
+
+        def produce() -> str:
+            img, text_rows = self.picture(spec)
+            return base64.b64encode(self.encode(img, spec, text_rows=text_rows)).decode("ascii")
+
+        return self.memo(spec, produce)
+
+    def memo(self, key: Hashable, produce: Callable[[], str]) -> str:
+        """``produce()``, remembered under ``key`` in the byte-bounded LRU."""
+        cached = self._done.get(key)
+        if cached is not None:
+            self._done.move_to_end(key)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        out = produce()
+        self._remember(key, out)
+        return out
+
+    def picture(self, spec: RenderSpec) -> tuple[Image.Image, tuple[int, int]]:
+        """The PIL image for ``spec`` and the pixel rows its text covers."""
+        colour = _colour_index(spec)
+        img = self._background(spec, colour).copy()
+        return img, self._draw_text(img, spec)
+
+    def encode(
+        self, img: Image.Image, spec: RenderSpec, *, text_rows: tuple[int, int] | None = None
+    ) -> bytes:
+        """Encode in the spec's format. With ``text_rows``, PNG background bands are reused."""
+        fmt = spec.output_format
+        if fmt == "png":
+            keys = self._band_keys(spec, text_rows) if text_rows is not None else None
+            return encode_png(img, band_rows=BAND, band_keys=keys, cache=self._bands)
+        buf = io.BytesIO()
+        quality = max(1, min(95, spec.compression))
+        if fmt == "jpeg":
+            img.convert("RGB").save(buf, "JPEG", quality=quality)
+        else:
+            img.save(buf, "WEBP", quality=quality, method=0)
+        return buf.getvalue()
+
+    def partial(self, spec: RenderSpec, step: int, steps: int) -> str:
+        """Base64 of partial image ``step`` (0-based) of ``steps``: a blocky preview."""
+        img, _ = self.picture(spec)
+        factor = 2 ** max(1, 5 - step - (3 - steps))
+        small = img.resize(
+            (max(1, spec.width // factor), max(1, spec.height // factor)), Image.Resampling.BOX
+        )
+        preview = small.resize((spec.width, spec.height), Image.Resampling.NEAREST)
+        return base64.b64encode(self.encode(preview, spec)).decode("ascii")
+
+    # -------------------------------------------------------------- internals
+
+    def _remember(self, key: Hashable, value: str) -> None:
+        if len(value) > self.cache_bytes:
+            return
+        self._done[key] = value
+        self._done_bytes += len(value)
+        while self._done_bytes > self.cache_bytes:
+            _, old = self._done.popitem(last=False)
+            self._done_bytes -= len(old)
+
+    def _background(self, spec: RenderSpec, colour: int) -> Image.Image:
+        mode = "RGBA" if spec.transparent else "RGB"
+        key = (mode, spec.width, spec.height, colour, spec.realistic)
+        bg = self._backgrounds.get(key)
+        if bg is not None:
+            self._backgrounds.move_to_end(key)
+            return bg
+        base = Image.new("RGB", (spec.width, spec.height), PALETTE[colour])
+        if spec.realistic:
+            strip = _noise_strip(self.seed)
+            noise = Image.new("RGB", (spec.width, spec.height))
+            for band, top in enumerate(range(0, spec.height, BAND)):
+                off = _strip_offset(band, spec.width)
+                noise.paste(strip.crop((off, 0, off + spec.width, BAND)), (0, top))
+            base = ImageChops.subtract(base, noise)
+        if spec.transparent:
+            base.putalpha(0)
+        self._backgrounds[key] = base
+        if len(self._backgrounds) > 24:
+            self._backgrounds.popitem(last=False)
+        return base
+
+    def _draw_text(self, img: Image.Image, spec: RenderSpec) -> tuple[int, int]:
+        w, h = img.size
+        size = max(10, min(160, min(w, h) // 14))
+        font = _font(size)
+        margin = max(4, w // 16)
+        line_h = int(size * 1.3)
+        max_lines = max(1, min(6, (h - 2 * margin) // line_h))
+        lines = _wrap(spec.prompt, font, w - 2 * margin, max_lines)
+        top = max(0, (h - line_h * len(lines)) // 2)
+        draw = ImageDraw.Draw(img)
+        fill = (20, 20, 28, 255) if img.mode == "RGBA" else (20, 20, 28)
+        for i, line in enumerate(lines):
+            draw.text((margin, top + i * line_h), line, fill=fill, font=font)
+        return top, min(h, top + line_h * len(lines) + size // 2)
+
+    def _band_keys(self, spec: RenderSpec, text_rows: tuple[int, int]) -> list[tuple[object, ...] | None]:
+        colour = _colour_index(spec)
+        keys: list[tuple[object, ...] | None] = []
+        for band, top in enumerate(range(0, spec.height, BAND)):
+            bottom = min(spec.height, top + BAND)
+            if top < text_rows[1] and bottom > text_rows[0]:
+                keys.append(None)
+                continue
+            keys.append(
+                (
+                    spec.transparent,
+                    spec.width,
+                    bottom - top,
+                    colour,
+                    spec.realistic,
+                    _strip_offset(band, spec.width),
+                )
+            )
+        return keys

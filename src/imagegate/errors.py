@@ -71,6 +71,9 @@ class ImageGateError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # Set by the upstream attempt loop when it gives up: the AttemptRecords it made. Non-empty
+        # means imagegate already retried, so callers should not retry on top (x-should-retry).
+        self.attempts: tuple[Any, ...] = ()
 
     def details(self) -> dict[str, Any]:
         """Extra JSON-safe fields for rendering (never secrets)."""

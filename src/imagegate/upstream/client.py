@@ -1,0 +1,365 @@
+"""The attempt loop: the only place an upstream call is retried, failed over or timed out.
+
+``UpstreamClient.send(plan, request)`` walks a ranked plan of deployments (routing hands it
+several; today the pipeline passes the deployments serving the model). For each attempt it builds
+the wire request (``azure.wire_request``), sends it on the one shared ``httpx.AsyncClient``,
+classifies the outcome (``azure.classify``), asks the pure ``policy.retry.decide`` what to do, and
+sleeps through the injected ``sleep``. Failing over to the next deployment counts as an attempt.
+Every attempt is recorded (``AttemptRecord``) on the result, or on the error when it gives up.
+
+Time comes from the injected ``clock`` (monotonic seconds) and randomness from ``rand`` so tests
+run with a fake clock and no real sleeping. One INFO log line per attempt: deployment, status,
+outcome and latency, never the prompt, the payload or a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import anyio
+import httpx
+
+from imagegate.catalog import Catalog
+from imagegate.config import DeploymentConfig, RetryConfig
+from imagegate.errors import (
+    ClientError,
+    ImageGateError,
+    NoDeploymentAvailable,
+    UpstreamFailed,
+    UpstreamStatusError,
+)
+from imagegate.policy.retry import GiveUp, decide, retry_after_of
+from imagegate.types import AttemptRecord, GeneratedImage, ImageRequest, ImageResult, PartialImage, Usage
+from imagegate.upstream.auth import AuthProvider, auth_for
+from imagegate.upstream.azure import (
+    Payload,
+    SSEDecoder,
+    SSEEvent,
+    WireRequest,
+    classify,
+    classify_stream_error,
+    parse_usage,
+    request_id_of,
+    wire_request,
+)
+
+__all__ = ["OnPartial", "ProbeResult", "UpstreamClient"]
+
+log = logging.getLogger("imagegate.upstream")
+
+OnPartial = Callable[[PartialImage], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What ``probe`` learnt about a deployment without generating anything."""
+
+    deployment: str
+    ok: bool
+    status_code: int | None
+    detail: str
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Completed:
+    image: GeneratedImage
+    usage: Usage | None
+
+
+class _Streamed(Exception):
+    """Raised inside an attempt when a stream failed after partial images were delivered."""
+
+    def __init__(self, error: ImageGateError) -> None:
+        self.error = error
+
+
+def _may_be_billed(error: ImageGateError | None) -> bool:
+    if error is None:
+        return True
+    if isinstance(error, UpstreamStatusError):
+        return error.status_code < 400  # a malformed 2xx body: the work was done
+    return isinstance(error, UpstreamFailed)
+
+
+class UpstreamClient:
+    """Sends image requests to deployments with retries, fail-over, timeouts and a deadline."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        catalog: Catalog,
+        retry: RetryConfig,
+        auth: Mapping[str, AuthProvider] | None = None,
+        sleep: Sleep = anyio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._http = http
+        self._catalog = catalog
+        self._retry = retry
+        self._auth: dict[str, AuthProvider] = dict(auth or {})
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
+
+    def _auth_for(self, dep: DeploymentConfig) -> AuthProvider:
+        if dep.name not in self._auth:
+            self._auth[dep.name] = auth_for(dep)
+        return self._auth[dep.name]
+
+    def _timeout(self, dep: DeploymentConfig, req: ImageRequest, remaining_s: float) -> httpx.Timeout:
+        spec = self._catalog.get(dep.model)
+        read = dep.timeouts.read_s or spec.read_timeout_for(req.quality or spec.default_quality)
+        read = max(0.001, min(read, remaining_s))
+        return httpx.Timeout(
+            connect=dep.timeouts.connect_s, read=read, write=dep.timeouts.write_s, pool=dep.timeouts.pool_s
+        )
+
+    async def _build(self, dep: DeploymentConfig, wire: WireRequest, limits: httpx.Timeout) -> httpx.Request:
+        headers = {**wire.headers, **(await self._auth_for(dep).headers())}
+        return self._http.build_request(
+            "POST",
+            wire.url,
+            params=wire.params,
+            headers=headers,
+            content=wire.content,
+            data=wire.data,
+            files=wire.files,
+            timeout=limits,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # one attempt
+
+    async def _attempt(
+        self, dep: DeploymentConfig, req: ImageRequest, remaining_s: float, on_partial: OnPartial | None
+    ) -> tuple[Payload, int]:
+        spec = self._catalog.get(dep.model)
+        wire = wire_request(dep, req, spec, stream=on_partial is not None)
+        request = await self._build(dep, wire, self._timeout(dep, req, remaining_s))
+        if on_partial is not None:
+            return await self._attempt_stream(dep, request, on_partial)
+        try:
+            response = await self._http.send(request)
+        except httpx.HTTPError as exc:
+            raise classify(dep.name, exc) from None
+        outcome = classify(dep.name, response)
+        if isinstance(outcome, ImageGateError):
+            raise outcome
+        return outcome, response.status_code
+
+    async def _attempt_stream(
+        self, dep: DeploymentConfig, request: httpx.Request, on_partial: OnPartial
+    ) -> tuple[Payload, int]:
+        delivered = 0
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise classify(dep.name, exc) from None
+        try:
+            if not 200 <= response.status_code < 300 or "event-stream" not in response.headers.get(
+                "content-type", ""
+            ):
+                await response.aread()
+                outcome = classify(dep.name, response)
+                if isinstance(outcome, ImageGateError):
+                    raise outcome
+                return outcome, response.status_code
+            images: list[GeneratedImage] = []
+            usage: Usage | None = None
+            decoder = SSEDecoder()
+            async for line in response.aiter_lines():
+                event = decoder.feed(line)
+                if event is None:
+                    continue
+                done = self._on_event(dep, event)
+                if isinstance(done, PartialImage):
+                    delivered += 1
+                    await on_partial(done)
+                elif isinstance(done, _Completed):
+                    images.append(done.image)
+                    usage = done.usage if done.usage is not None else usage
+            if not images:
+                raise UpstreamFailed(f"deployment {dep.name}: the stream ended before the image was complete")
+            payload = Payload(
+                tuple(images),
+                usage,
+                None,
+                request_id_of(response.headers),
+                response.headers.get("x-ms-region"),
+            )
+            return payload, response.status_code
+        except httpx.HTTPError as exc:
+            error = classify(dep.name, exc)
+            raise _Streamed(error) if delivered else error from None
+        except ImageGateError as error:
+            raise _Streamed(error) if delivered else error from None
+        finally:
+            await response.aclose()
+
+    def _on_event(self, dep: DeploymentConfig, event: SSEEvent) -> PartialImage | _Completed | None:
+        kind = event.event
+        data = event.data
+        if kind.endswith("partial_image") and isinstance(data.get("b64_json"), str):
+            index = data.get("partial_image_index")
+            return PartialImage(
+                index=index if isinstance(index, int) else 0, image=GeneratedImage.from_b64(data["b64_json"])
+            )
+        if kind.endswith("completed") and isinstance(data.get("b64_json"), str):
+            return _Completed(GeneratedImage.from_b64(data["b64_json"]), parse_usage(data.get("usage")))
+        if kind == "error" or data.get("type") == "error":
+            raise classify_stream_error(dep.name, data)
+        return None
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+
+    async def send(
+        self, plan: Sequence[DeploymentConfig], req: ImageRequest, *, on_partial: OnPartial | None = None
+    ) -> ImageResult:
+        """Run the attempt loop over ``plan`` (best first). With ``on_partial``, stream: partial
+        images are awaited into it as they arrive; a failure after the first partial is not retried."""
+        if not plan:
+            raise NoDeploymentAvailable("no deployment can serve this request")
+        cfg = self._retry
+        start = self._clock()
+        records: list[AttemptRecord] = []
+        index = 0
+        for number in range(1, cfg.max_attempts + 1):
+            dep = plan[index]
+            began = self._clock()
+            try:
+                payload, status = await self._attempt(dep, req, cfg.deadline_s - (began - start), on_partial)
+            except _Streamed as streamed:
+                self._record(records, number, dep, streamed.error, began)
+                streamed.error.attempts = tuple(records)
+                raise streamed.error from None
+            except ImageGateError as error:
+                record = self._record(records, number, dep, error, began)
+                decision = decide(
+                    cfg,
+                    attempt=number,
+                    error=error,
+                    rand=self._rand(),
+                    elapsed_s=self._clock() - start,
+                    can_fail_over=index + 1 < len(plan),
+                )
+                if isinstance(decision, GiveUp) or number == cfg.max_attempts:
+                    error.attempts = tuple(records)
+                    log.info(
+                        "upstream giving up after %d attempt(s): %s", number, getattr(decision, "reason", "")
+                    )
+                    raise error from None
+                records[-1] = replace(record, delay_s=decision.delay_s)
+                if decision.fail_over:
+                    index += 1
+                if decision.delay_s > 0:
+                    await self._sleep(decision.delay_s)
+                continue
+            records.append(self._ok_record(number, dep, status, began, payload))
+            return ImageResult(
+                images=payload.images,
+                model=dep.model,
+                deployment=dep.name,
+                region=payload.region or dep.region,
+                usage=payload.usage,
+                latency_s=self._clock() - start,
+                request_id=payload.request_id,
+                created=payload.created,
+                attempts=tuple(records),
+            )
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _ok_record(
+        self, number: int, dep: DeploymentConfig, status: int, began: float, payload: Payload
+    ) -> AttemptRecord:
+        latency = self._clock() - began
+        log.info(
+            "upstream attempt %d deployment=%s status=%d outcome=ok latency_s=%.3f",
+            number,
+            dep.name,
+            status,
+            latency,
+        )
+        return AttemptRecord(
+            number=number,
+            deployment=dep.name,
+            outcome="ok",
+            status_code=status,
+            latency_s=latency,
+            may_be_billed=True,
+            request_id=payload.request_id,
+        )
+
+    def _record(
+        self,
+        records: list[AttemptRecord],
+        number: int,
+        dep: DeploymentConfig,
+        error: ImageGateError,
+        began: float,
+    ) -> AttemptRecord:
+        latency = self._clock() - began
+        status = getattr(error, "status_code", None)
+        if status is None and isinstance(error, ClientError):
+            status = error.http_status  # an upstream 4xx classified as a caller error
+        record = AttemptRecord(
+            number=number,
+            deployment=dep.name,
+            outcome=error.code,
+            status_code=status if isinstance(status, int) else None,
+            latency_s=latency,
+            retry_after_s=retry_after_of(error),
+            may_be_billed=_may_be_billed(error),
+        )
+        log.info(
+            "upstream attempt %d deployment=%s status=%s outcome=%s latency_s=%.3f",
+            number,
+            dep.name,
+            record.status_code,
+            record.outcome,
+            latency,
+        )
+        records.append(record)
+        return record
+
+    # ------------------------------------------------------------------------------------------
+    # doctor
+
+    async def probe(self, dep: DeploymentConfig) -> ProbeResult:
+        """Check that ``dep`` answers and accepts our credentials without generating anything.
+
+        Sends a generation that is invalid by design (an empty prompt): the service checks the key
+        and the deployment before it looks at the body, so a 400 means "reachable, credentials
+        accepted, deployment exists" and no image is made, so nothing is billed. 401/403 mean the
+        credentials are refused; 404 that the deployment does not exist.
+        """
+        began = self._clock()
+        spec = self._catalog.get(dep.model)
+        wire = wire_request(dep, ImageRequest(prompt="", size="0x0"), spec)
+        try:
+            request = await self._build(dep, wire, httpx.Timeout(dep.timeouts.connect_s, read=30.0))
+            response = await self._http.send(request)
+        except (httpx.HTTPError, ImageGateError) as exc:
+            error = classify(dep.name, exc)
+            return ProbeResult(dep.name, False, None, error.message, self._clock() - began)
+        latency = self._clock() - began
+        status = response.status_code
+        if status in (400, 422):
+            return ProbeResult(
+                dep.name, True, status, "reachable; credentials accepted (probe refused as intended)", latency
+            )
+        outcome = classify(dep.name, response)
+        detail = (
+            outcome.message
+            if isinstance(outcome, ImageGateError)
+            else "unexpected success: the probe was accepted"
+        )
+        return ProbeResult(dep.name, False, status, detail, latency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imagegate.api import AsyncImageGate, ImageGate
 from imagegate.errors import (
     AuthenticationError,
     BudgetExceeded,
@@ -24,20 +25,43 @@ from imagegate.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from imagegate.types import (
+    AttemptRecord,
+    Change,
+    Cost,
+    EditRequest,
+    GeneratedImage,
+    ImageRequest,
+    ImageResult,
+    InputImage,
+    PartialImage,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncImageGate",
+    "AttemptRecord",
     "AuthenticationError",
     "BudgetExceeded",
+    "Change",
     "ClientError",
     "ConfigError",
     "Conflict",
     "ContentFiltered",
+    "Cost",
+    "EditRequest",
+    "GeneratedImage",
+    "ImageGate",
     "ImageGateError",
+    "ImageRequest",
+    "ImageResult",
+    "InputImage",
     "InvalidRequest",
     "NoDeploymentAvailable",
     "NotFound",
+    "PartialImage",
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
@@ -48,5 +72,6 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamStatusError",
     "UpstreamTimeout",
+    "Usage",
     "__version__",
 ]

@@ -202,7 +202,8 @@ class GroupRouting:
 class ImageGateConfig:
     """Everything imagegate needs to run. ``models`` maps logical model names (``default``,
     ``cheap``, ...) to deployment names in preference order. ``emulated`` says the deployments
-    are the built-in in-process emulator (zero-config mode)."""
+    are the built-in in-process emulator (zero-config mode); ``emulator_time_scale`` then scales
+    its (realistic) latencies, so a demo of a high-quality image takes seconds, not half a minute."""
 
     deployments: tuple[DeploymentConfig, ...]
     models: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
@@ -211,6 +212,7 @@ class ImageGateConfig:
     routing: Mapping[str, GroupRouting] = field(default_factory=lambda: MappingProxyType({}))
     translate: bool = False
     emulated: bool = False
+    emulator_time_scale: float = 0.25
     source: str | None = None
     warnings: tuple[str, ...] = ()
 

@@ -2,7 +2,8 @@
 
 ``load(path, environ)`` builds an ``ImageGateConfig`` once, at start-up. Precedence, highest first:
 
-1. Environment overrides of scalar settings: ``IMAGEGATE_DEFAULT_MODEL``, ``IMAGEGATE_TRANSLATE``.
+1. Environment overrides of scalar settings: ``IMAGEGATE_DEFAULT_MODEL``, ``IMAGEGATE_TRANSLATE``,
+   ``IMAGEGATE_EMULATOR_TIME_SCALE``.
 2. The YAML file: ``path``, else ``$IMAGEGATE_CONFIG`` when set. Secrets in it may be given as
    ``api_key_env: VAR`` (read from ``environ`` here, once) rather than literally.
 3. When the file defines no deployments: one Azure deployment from the environment, if
@@ -349,6 +350,19 @@ def _bool_env(environ: Mapping[str, str], key: str, p: _Problems) -> bool | None
     return None
 
 
+def _time_scale(raw: str | None, p: _Problems) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        p.add("IMAGEGATE_EMULATOR_TIME_SCALE", f"{raw!r} is not a number >= 0")
+        return None
+    return value
+
+
 def load(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -395,6 +409,7 @@ def load(
         translate = bool(raw.get("translate", False))
     retry = _retry(raw.get("retry"), p)
     routing = _routing(raw.get("routing"), groups, p)
+    time_scale = _time_scale(environ.get("IMAGEGATE_EMULATOR_TIME_SCALE"), p)
     if p.items:
         raise ConfigError(p.items, source=source)
     today = today or dt.date.today()
@@ -412,5 +427,6 @@ def load(
         translate=translate,
         emulated=emulated,
         source=source,
+        **({"emulator_time_scale": time_scale} if time_scale is not None else {}),
         warnings=warnings,
     )

@@ -148,3 +148,14 @@ def test_no_model_names_in_code_paths() -> None:
             continue
         offenders += [f"{rel}:{n}: {text!r}" for n, text in code_strings(path) if MODEL_NAME.search(text)]
     assert not offenders, "\n".join(offenders)
+
+
+def test_zero_config_deployments_match_the_emulator_defaults() -> None:
+    from imagegate.catalog import emulated_deployments_data
+    from imagegate.emulator import DEMO_API_KEY, default_emulator_config
+
+    data = emulated_deployments_data()
+    emulator = {(d.name, d.model, d.region) for d in default_emulator_config().deployments}
+    ours = {(d["name"], d["model"], d["region"]) for d in data["deployments"]}
+    assert ours <= emulator
+    assert data["api_key"] == DEMO_API_KEY

@@ -1,0 +1,32 @@
+"""``RequestContext``: what one request carries through the stages.
+
+It is the one mutable object of a request: stages fill it in (candidates, the model spec, the
+validated request, the plan) and read what earlier stages left. Everything on it is a value.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from imagegate.catalog import ModelSpec
+from imagegate.config import DeploymentConfig
+from imagegate.types import Change, ImageRequest, PartialImage
+
+__all__ = ["OnPartial", "RequestContext"]
+
+OnPartial = Callable[[PartialImage], Awaitable[None]]
+
+
+@dataclass(kw_only=True)
+class RequestContext:
+    request: ImageRequest
+    translate: bool = False
+    on_partial: OnPartial | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    candidates: tuple[DeploymentConfig, ...] = ()
+    spec: ModelSpec | None = None
+    changes: tuple[Change, ...] = ()
+    plan: tuple[DeploymentConfig, ...] = ()
+    notes: dict[str, object] = field(default_factory=dict)

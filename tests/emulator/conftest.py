@@ -28,7 +28,9 @@ def sleeper(clock: FakeClock) -> RecordingSleep:
 def make_app(clock: FakeClock, sleeper: RecordingSleep) -> AppFactory:
     def factory(config: EmulatorConfig | None = None, **kw: Any) -> Starlette:
         kw.setdefault("time_scale", 0.0)
-        return create_emulator_app(config, clock=clock, sleep=sleeper, **kw)
+        kw.setdefault("clock", clock)
+        kw.setdefault("sleep", sleeper)
+        return create_emulator_app(config, **kw)
 
     return factory
 

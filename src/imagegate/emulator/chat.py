@@ -172,7 +172,7 @@ async def handle_chat(state: EmulatorState, request: Request, *, v1: bool) -> Re
             payload.get("usage", {}).get("completion_tokens", 0),
         )
         fault = call.plan.delivery
-        call.record("ok" if fault is None else f"fault_{fault.kind}", 200)
+        call.record_delivery(fault)
         return json_reply(200, payload, ok_headers(call), sleep=call.sleep, fault=fault, on_done=call.release)
     except AzureError as err:
         return call.error_reply(err)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from imagegate.emulator import azure_errors as errors
 from imagegate.emulator.auth import check_deployment, check_resource
 from imagegate.emulator.azure_errors import AzureError
+from imagegate.emulator.config import FaultSpec
 from imagegate.emulator.delivery import Sleep
 from imagegate.emulator.faults import FaultPlan
 from imagegate.emulator.models import KNOWN_API_VERSIONS, V1_API_VERSIONS
@@ -78,6 +79,13 @@ class Call:
             self.dep.counters.record(outcome, status)
             for name in self.plan.names:
                 self.dep.counters.faults_fired[name] += 1
+
+    def record_delivery(self, fault: FaultSpec | None) -> None:
+        """Count a 200 about to be sent; a hang sends nothing, so its status is none."""
+        if fault is None:
+            self.record("ok", 200)
+        else:
+            self.record(f"fault_{fault.kind}", None if fault.kind == "hang" else 200)
 
     def error_reply(self, err: AzureError) -> Reply:
         self.release()

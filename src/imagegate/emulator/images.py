@@ -194,7 +194,7 @@ async def _generate(call: Call, dep: DeploymentState, params: ImageParams, form:
         body["usage"] = usage
     dep.counters.bill_images(params.n, usage)
     fault = call.plan.delivery
-    call.record("ok" if fault is None else f"fault_{fault.kind}", 200)
+    call.record_delivery(fault)
     return json_reply(200, body, ok_headers(call), sleep=call.sleep, fault=fault, on_done=call.release)
 
 
@@ -258,7 +258,7 @@ def _stream_reply(
         raise filtered_error(out_hit, style=style, model=dep.spec.model, prompt=params.prompt, stage="output")
     dep.counters.bill_images(params.n, usage)
     fault = call.plan.delivery
-    call.record("ok" if fault is None else f"fault_{fault.kind}", 200)
+    call.record_delivery(fault)
     chunks = image_events(
         prefix=prefix,
         specs=specs,

@@ -27,8 +27,10 @@ apt:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The demo: one high-quality image from the built-in emulator (no configuration, nothing billed);
+# prints the file, the cost and the deployment. `imagegate emulator` serves the emulator on a port.
 run: $(STAMP)
-	$(BIN)/imagegate emulator
+	$(BIN)/imagegate generate "a red fox in the snow" -o out/demo.png
 
 test: $(STAMP) apt
 	$(BIN)/python -m pytest -q

@@ -195,3 +195,22 @@ async def test_from_config_file(tmp_path: Path, http: httpx.AsyncClient) -> None
     ) as g:
         result = await g.generate("an entra fox", quality="low")
     assert result.deployment == "swc" and result.region == "Sweden Central"
+
+
+async def test_doctor_costs_nothing_and_tells_401_from_404(
+    gate: AsyncImageGate, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    results = await gate.doctor()
+    assert all(r.ok and r.status_code == 400 for r in results)
+    c = await counters(http)
+    assert c["images_billed"] == 0 and c["requests"]["by_status"] == {"400": 1}
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"deployments:\n  - {{name: wrongkey, endpoint: '{ENDPOINT}', deployment: gpt-image-1,"
+        " model: gpt-image-1, api_key: nope}\n"
+        f"  - {{name: ghost, endpoint: '{ENDPOINT}', model: gpt-image-1, api_key: emulator-key}}\n"
+    )
+    async with AsyncImageGate.from_config(path, environ={}, http_client=http) as g:
+        wrong, ghost = await g.doctor()
+    assert not wrong.ok and wrong.status_code == 401
+    assert not ghost.ok and ghost.status_code == 404 and "DeploymentNotFound" in ghost.detail

@@ -25,7 +25,16 @@ def test_zero_config_uses_the_emulator() -> None:
     assert cfg.emulated
     assert {d.name for d in cfg.deployments} >= {"gpt-image-1", "gpt-image-1-swc", "gpt-image-1-mini"}
     assert [d.name for d in cfg.deployments_for(None)] == ["gpt-image-1", "gpt-image-1-swc"]
-    assert any("dall-e-3" in w for w in cfg.warnings)  # retired 2026-02-18
+    assert cfg.warnings == ()  # emulated: retirement does not apply
+
+
+def test_retired_model_warns_with_injected_date(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "deployments:\n  - {name: old, endpoint: 'https://a', model: dall-e-3, api_key: k}\n"
+    )
+    (warning,) = load(path, {}, today=TODAY).warnings
+    assert "old" in warning and "retire" in warning
+    assert load(path, {}, today=dt.date(2026, 1, 1)).warnings == ()
 
 
 def test_from_environment() -> None:

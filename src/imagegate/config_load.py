@@ -11,7 +11,8 @@
    ``AZURE_OPENAI_API_KEY`` (Entra ID via azure-identity when absent), ``AZURE_OPENAI_API_VERSION``
    (else the catalog's version for the model) and ``IMAGEGATE_MODEL`` (else the deployment name,
    when it names a catalog model).
-4. Otherwise the built-in emulator's deployments (zero-config mode, ``emulated=True``).
+4. Otherwise the built-in emulator's deployments (zero-config mode, ``emulated=True``; no
+   retirement warnings, since nothing real is called).
 
 Everything is validated here and every problem is reported at once in one ``ConfigError``.
 Nothing else in imagegate reads ``os.environ``.
@@ -413,10 +414,11 @@ def load(
     if p.items:
         raise ConfigError(p.items, source=source)
     today = today or dt.date.today()
+    # retirement matters for real deployments, not for the built-in emulator's
     warnings = tuple(
         f"deployment {d.name}: {w}"
         for d in deployments
-        if (w := catalog.get(d.model).retirement_status(today))
+        if not emulated and (w := catalog.get(d.model).retirement_status(today))
     )
     return ImageGateConfig(
         deployments=deployments,

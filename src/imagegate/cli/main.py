@@ -6,7 +6,12 @@ from __future__ import annotations
 import typer
 
 from imagegate import __version__
+from imagegate.cli.doctor_cmd import doctor as doctor_command
+from imagegate.cli.edit_cmd import edit as edit_command
 from imagegate.cli.emulator_cmd import emulator as emulator_command
+from imagegate.cli.generate_cmd import generate as generate_command
+from imagegate.cli.models_cmd import models as models_command
+from imagegate.cli.price_cmd import price as price_command
 
 app = typer.Typer(
     name="imagegate",
@@ -29,6 +34,11 @@ def version() -> None:
 
 
 app.command("emulator")(emulator_command)
+app.command("generate")(generate_command)
+app.command("edit")(edit_command)
+app.command("models")(models_command)
+app.command("price")(price_command)
+app.command("doctor")(doctor_command)
 
 
 def main() -> None:

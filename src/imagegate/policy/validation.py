@@ -63,7 +63,8 @@ def _hint(field: str, value: object, spec: ModelSpec, catalog: Catalog | None) -
     if not others:
         return ""
     owners = " / ".join(others)
-    return f"; {value!r} is a {owners} value: pass translate=True to map it to the nearest equivalent"
+    how = "pass translate=True (CLI: --translate) to map it to the nearest equivalent"
+    return f"; {value!r} is a {owners} value: {how}"
 
 
 def _one_of(

@@ -354,7 +354,7 @@ class UpstreamClient:
         status = response.status_code
         if status in (400, 422):
             return ProbeResult(
-                dep.name, True, status, "reachable; credentials accepted (probe refused as intended)", latency
+                dep.name, True, status, "credentials accepted; probe refused as intended", latency
             )
         outcome = classify(dep.name, response)
         detail = (

@@ -214,3 +214,23 @@ async def test_doctor_costs_nothing_and_tells_401_from_404(
         wrong, ghost = await g.doctor()
     assert not wrong.ok and wrong.status_code == 401
     assert not ghost.ok and ghost.status_code == 404 and "DeploymentNotFound" in ghost.detail
+
+
+async def test_webp_refused_before_sending_on_the_deployment_route(
+    gate: AsyncImageGate, http: httpx.AsyncClient
+) -> None:
+    with pytest.raises(InvalidRequest, match="webp"):
+        await gate.generate("a fox", output_format="webp")
+    assert (await counters(http))["requests"]["total"] == 0
+
+
+async def test_v1_route_end_to_end(http: httpx.AsyncClient, tmp_path: Path) -> None:
+    path = tmp_path / "v1.yaml"
+    path.write_text(
+        f"deployments:\n  - {{name: v1, endpoint: '{ENDPOINT}', deployment: gpt-image-1-mini,"
+        " model: gpt-image-1-mini, route: v1, api_key: emulator-key}\n"
+    )
+    async with AsyncImageGate.from_config(path, environ={}, http_client=http) as g:
+        result = await g.generate("a webp fox", output_format="webp", quality="low")
+    assert result.images[0].format == "webp" and result.model == "gpt-image-1-mini"
+    assert result.cost is not None and result.cost.usd < Decimal("0.01")

@@ -134,3 +134,11 @@ def test_mini_has_no_input_fidelity_and_dalle3_no_edits() -> None:
         validate(edit(input_fidelity="high"), CAT.get("gpt-image-1-mini"), CAT)
     with pytest.raises(InvalidRequest, match="supports edits"):
         validate(edit(), CAT.get("dall-e-3"), CAT)
+
+
+def test_webp_only_where_the_route_takes_it() -> None:
+    req = ImageRequest(prompt="x", output_format="webp")
+    with pytest.raises(InvalidRequest, match="azure-deployments route"):
+        validate(req, G1, CAT, dialect="azure-deployments")
+    validate(req, G1, CAT, dialect="azure-v1")
+    validate(req, G1, CAT, dialect="openai")

@@ -135,8 +135,15 @@ class ModelSpec:
     retirement_note: str | None = None
     replacement: str | None = None
     read_timeout_s: Mapping[str, float] = field(default_factory=dict)
+    route_output_formats: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     azure_api_version: str | None = None
     pricing: Pricing
+
+    def output_formats_for(self, dialect: str | None) -> tuple[str, ...]:
+        """Output formats on a given wire dialect (``azure-deployments``, ``azure-v1``, ``openai``)."""
+        if dialect is not None and dialect in self.route_output_formats:
+            return self.route_output_formats[dialect]
+        return self.output_formats
 
     def accepts_size(self, size: str) -> bool:
         if size in self.sizes:
@@ -307,6 +314,9 @@ def _model(
             deprecation=_date(raw.get("deprecation"), f"models.{name}.deprecation", problems),
             retirement=_date(raw.get("retirement"), f"models.{name}.retirement", problems),
             read_timeout_s=MappingProxyType({k: float(v) for k, v in raw.get("read_timeout_s", {}).items()}),
+            route_output_formats=MappingProxyType(
+                {k: tuple(v) for k, v in raw.get("route_output_formats", {}).items()}
+            ),
             pricing=_pricing(name, raw.get("pricing", {}), tables, problems),
             **kwargs,
         )

@@ -42,8 +42,10 @@ class ValidateStage:
         ctx.candidates = self._config.deployments_for(ctx.request.model)
         if not ctx.candidates:
             raise NoDeploymentAvailable("no deployment is configured")
-        spec = self._catalog.get(ctx.candidates[0].model)
-        checked = validate(ctx.request, spec, self._catalog, translate=ctx.translate)
+        first = ctx.candidates[0]
+        spec = self._catalog.get(first.model)
+        dialect = "openai" if first.kind == "openai" else f"azure-{first.route}"
+        checked = validate(ctx.request, spec, self._catalog, translate=ctx.translate, dialect=dialect)
         ctx.request, ctx.spec, ctx.changes = checked.request, checked.spec, checked.changes
         return await call_next(ctx)
 

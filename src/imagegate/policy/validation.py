@@ -131,8 +131,12 @@ def _check_size(req: ImageRequest, spec: ModelSpec, catalog: Catalog | None) -> 
     raise InvalidRequest.for_field("size", req.size, f"{spec.name} accepts {spec.allowed_sizes_text()}{hint}")
 
 
-def _check_options(req: ImageRequest, spec: ModelSpec, catalog: Catalog | None) -> None:
+def _check_options(req: ImageRequest, spec: ModelSpec, catalog: Catalog | None, dialect: str | None) -> None:
     _one_of("quality", req.quality, spec.qualities, spec, catalog)
+    formats = spec.output_formats_for(dialect)
+    if req.output_format in spec.output_formats and req.output_format not in formats:
+        allowed = f"one of {', '.join(formats)} on the {dialect} route (use a v1-route deployment for it)"
+        raise InvalidRequest.for_field("output_format", req.output_format, allowed)
     _one_of("output_format", req.output_format, spec.output_formats, spec, catalog)
     _one_of("background", req.background, spec.backgrounds, spec, catalog)
     _one_of("moderation", req.moderation, spec.moderations, spec, catalog)
@@ -201,17 +205,23 @@ def _inspect(img: InputImage, field: str, spec: ModelSpec, max_bytes: int) -> Im
 
 
 def validate(
-    req: ImageRequest, spec: ModelSpec, catalog: Catalog | None = None, *, translate: bool = False
+    req: ImageRequest,
+    spec: ModelSpec,
+    catalog: Catalog | None = None,
+    *,
+    translate: bool = False,
+    dialect: str | None = None,
 ) -> Validated:
     """Check ``req`` for ``spec``; with ``translate``, first map foreign parameters (and list
-    the changes). Raises ``InvalidRequest`` on the first problem."""
+    the changes). ``dialect`` (``azure-deployments``, ``azure-v1``, ``openai``) narrows what the
+    wire route takes. Raises ``InvalidRequest`` on the first problem."""
     changes: tuple[Change, ...] = ()
     if translate and catalog is not None:
         req, changes = translate_request(req, spec, catalog)
     _check_prompt(req, spec)
     _check_numbers(req, spec)
     _check_size(req, spec, catalog)
-    _check_options(req, spec, catalog)
+    _check_options(req, spec, catalog, dialect)
     if isinstance(req, EditRequest):
         _check_edit(req, spec)
     return Validated(req, spec, changes)

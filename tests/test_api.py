@@ -21,6 +21,7 @@ from imagegate.emulator import create_emulator_app
 
 TODAY = dt.date(2026, 11, 24)
 ENDPOINT = "http://emulator.imagegate.invalid"
+FAST = {"IMAGEGATE_EMULATOR_TIME_SCALE": "0"}
 
 
 class FakeTime:
@@ -160,11 +161,13 @@ async def test_stream_yields_partials_then_result(gate: AsyncImageGate) -> None:
     final = items[-1]
     assert isinstance(final, ImageResult) and final.cost is not None and final.images[0].width == 1024
     assert isinstance(items[0], PartialImage) and items[0].index == 0
+    with pytest.raises(ContentFiltered):
+        _ = [item async for item in gate.stream("a massacre", partial_images=1)]
 
 
 async def test_zero_config_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    async with AsyncImageGate(load(None, {}, today=TODAY)) as g:
+    async with AsyncImageGate(load(None, FAST, today=TODAY)) as g:
         result = await g.generate("a tiny fox", quality="low")
         assert result.images[0].data.startswith(b"\x89PNG")
     assert caplog.text.count(EMULATOR_NOTICE) == 1
@@ -173,9 +176,13 @@ async def test_zero_config_says_so_once(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_sync_face(tmp_path: Path) -> None:
-    with ImageGate(load(None, {}, today=TODAY)) as g:
+    with ImageGate(load(None, FAST, today=TODAY)) as g:
         result = g.generate("a sync fox", quality="low")
         assert result.save(tmp_path / "s.png")[0].exists()
+        items = list(g.stream("a streamed sync fox", partial_images=1, quality="low"))
+        assert [type(i).__name__ for i in items] == ["PartialImage", "ImageResult"]
+        with pytest.raises(InvalidRequest):
+            list(g.stream("bad", quality="hd"))
         assert g.estimate(model="gpt-image-1", size="1024x1024", quality="high", n=4).usd == Decimal("0.668")
 
 

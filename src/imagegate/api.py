@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
@@ -284,14 +285,21 @@ class AsyncImageGate:
             req = ImageRequest(prompt=prompt, partial_images=partial_images, **params)
         send, receive = anyio.create_memory_object_stream[PartialImage | ImageResult](math.inf)
 
+        failure: list[Exception] = []
+
         async def run() -> None:
             async with send:
-                await send.send(await self._run(req, translate, on_partial=send.send))
+                try:
+                    await send.send(await self._run(req, translate, on_partial=send.send))
+                except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)
+                    failure.append(exc)
 
         async with anyio.create_task_group() as tg, receive:
             tg.start_soon(run)
             async for item in receive:
                 yield item
+        if failure:
+            raise failure[0]
 
     # planning and checks ---------------------------------------------------------------------
 
@@ -362,6 +370,28 @@ class ImageGate(AbstractContextManager["ImageGate"]):
     def edit(self, images: ImageInput | Sequence[ImageInput], prompt: str, **kwargs: Any) -> ImageResult:
         """Same parameters as ``AsyncImageGate.edit``."""
         return self._call(self._gate.edit, images, prompt, **kwargs)
+
+    def stream(self, prompt: str, **kwargs: Any) -> Iterator[PartialImage | ImageResult]:
+        """Same as ``AsyncImageGate.stream``: partial images as they arrive, then the result.
+        The async stream runs on the gate's loop and hands items over through a queue."""
+        items: queue.Queue[object] = queue.Queue()
+        end = object()
+
+        async def pump() -> None:
+            try:
+                async for item in self._gate.stream(prompt, **kwargs):
+                    items.put(item)
+            except Exception as exc:
+                items.put(exc)
+            finally:
+                items.put(end)
+
+        future = self._portal.start_task_soon(pump)
+        while (item := items.get()) is not end:
+            if isinstance(item, Exception):
+                raise item
+            yield item  # type: ignore[misc]
+        future.result()
 
     def estimate(self, **kwargs: Any) -> Cost:
         return self._gate.estimate(**kwargs)

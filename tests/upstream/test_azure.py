@@ -3,9 +3,12 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imagegate.errors import (
     ContentFiltered,
+    ImageGateError,
     InvalidRequest,
     RateLimited,
     UpstreamFailed,
@@ -233,3 +236,44 @@ def test_sse_decoder() -> None:
     events = [e for e in (dec.feed(line) for line in lines) if e is not None]
     assert [e.event for e in events] == ["image_generation.partial_image", "image_generation.completed"]
     assert events[0].data["partial_image_index"] == 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "error",
+                    "code",
+                    "message",
+                    "data",
+                    "inner_error",
+                    "b64_json",
+                    "usage",
+                    "content_filter_results",
+                    "moderation_details",
+                    "categories",
+                    "filtered",
+                    "param",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(100, 599), json_values | st.binary(max_size=40).map(lambda b: {"raw": b.hex()}), st.booleans()
+)
+def test_classify_never_raises(status: int, body: object, as_bytes: bool) -> None:
+    content = orjson.dumps(body) if not as_bytes else orjson.dumps(body)[:-1]
+    out = classify("east", httpx.Response(status, content=content, headers={"retry-after": "x"}))
+    assert isinstance(out, Payload | ImageGateError)
+    if status >= 300:
+        assert isinstance(out, ImageGateError)

@@ -118,6 +118,21 @@ def test_v1_route_with_openai_client(emulator: EmulatorServer) -> None:
         assert result.data is not None and _png(result.data[0].b64_json).format == "WEBP"
 
 
+def test_v1_edit_with_openai_client(emulator: EmulatorServer) -> None:
+    image, mask = _mask_pair()
+    with OpenAI(base_url=f"{emulator.base_url}/openai/v1/", api_key=KEY, timeout=20) as client:
+        result = client.images.edit(
+            model="gpt-image-1",
+            image=("in.png", image, "image/png"),
+            mask=("mask.png", mask, "image/png"),
+            prompt="v1 edit",
+            quality="low",
+            output_format="webp",
+        )
+    assert result.data is not None and _png(result.data[0].b64_json).format == "WEBP"
+    assert result.usage is not None and result.usage.input_tokens_details.image_tokens > 0
+
+
 def _mask_pair() -> tuple[bytes, bytes]:
     base = Image.new("RGB", (1024, 1024), (10, 120, 200))
     for x in range(0, 1024, 64):

@@ -99,6 +99,9 @@ async def test_wrong_method_is_json(client: httpx.AsyncClient) -> None:
     r = await client.get(gen_url(), headers=KEY)
     assert r.status_code == 405
     assert r.json()["error"]["code"] == "405"
+    assert r.headers["apim-request-id"] and r.headers["x-ms-region"]
+    r = await client.post("/openai/deployments/x/embeddings?api-version=2024-10-21", headers=KEY)
+    assert r.status_code == 404 and r.headers["apim-request-id"]
 
 
 async def test_v1_needs_model(client: httpx.AsyncClient) -> None:

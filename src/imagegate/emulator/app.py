@@ -17,15 +17,18 @@ from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.emulator import admin
 from imagegate.emulator.chat import handle_chat
 from imagegate.emulator.config import EmulatorConfig, default_emulator_config
 from imagegate.emulator.images import handle_image, serve_blob
-from imagegate.emulator.state import Clock, EmulatorState, Sleep
+from imagegate.emulator.reply import new_request_id
+from imagegate.emulator.state import Clock, EmulatorState, Sleep, region_display
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -62,6 +65,36 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=status)
 
 
+class AzureHeaders:
+    """Pure-ASGI middleware: responses under ``/openai/`` that the routes did not build (Starlette's
+    404/405) still carry ``apim-request-id``, ``x-request-id`` and ``x-ms-region``, as every Azure
+    response does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/openai/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                if b"apim-request-id" not in names:
+                    request_id = new_request_id().encode()
+                    headers += [
+                        (b"apim-request-id", request_id),
+                        (b"x-request-id", request_id),
+                        (b"x-ms-region", region_display("eastus2").encode()),
+                    ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
+
+
 def create_emulator_app(
     config: EmulatorConfig | None = None,
     *,
@@ -90,6 +123,10 @@ def create_emulator_app(
         Route("/_emulator/deployments/{name}/faults", _bind(state, admin.put_faults), methods=["PUT"]),
         Route("/_emulator/reset", _bind(state, admin.reset), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(AzureHeaders)],
+    )
     app.state.emulator = state
     return app

@@ -12,6 +12,7 @@ afterwards the blob route answers 403 like an expired SAS token [I].
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -156,16 +157,16 @@ def _specs(dep: DeploymentState, params: ImageParams) -> list[RenderSpec]:
     ]
 
 
-def _picture_b64(state: EmulatorState, spec: RenderSpec, form: EditForm | None) -> str:
+async def _picture_b64(state: EmulatorState, spec: RenderSpec, form: EditForm | None) -> str:
     if form is None:
-        return state.renderer.b64(spec)
+        return await state.renderer.b64_async(spec)
 
     def produce() -> str:
         painted, _ = state.renderer.picture(spec)
         result = compose_edit(form.images[0], form.mask, painted)
         return base64.b64encode(state.renderer.encode(result, spec)).decode("ascii")
 
-    return state.renderer.memo(("edit", form.digest, spec), produce)
+    return await state.renderer.memo_async(("edit", form.digest, spec), produce)
 
 
 async def _generate(call: Call, dep: DeploymentState, params: ImageParams, form: EditForm | None) -> Response:
@@ -186,7 +187,7 @@ async def _generate(call: Call, dep: DeploymentState, params: ImageParams, form:
     if out_hit is not None:
         dep.counters.bill_images(params.n, usage)
         raise filtered_error(out_hit, style=style, model=dep.spec.model, prompt=params.prompt, stage="output")
-    data = [_item(call, dep, params, spec, form) for spec in specs]
+    data = [await _item(call, dep, params, spec, form) for spec in specs]
     body: dict[str, Any] = {"created": int(time.time()), "data": data}
     if call.v1 and dep.model.is_gpt_image:
         body.update(_meta(params))
@@ -207,10 +208,10 @@ def _meta(params: ImageParams) -> dict[str, str]:
     }
 
 
-def _item(
+async def _item(
     call: Call, dep: DeploymentState, params: ImageParams, spec: RenderSpec, form: EditForm | None
 ) -> dict[str, Any]:
-    b64 = _picture_b64(call.state, spec, form)
+    b64 = await _picture_b64(call.state, spec, form)
     family = dep.model.family
     if family == "gpt-image":
         return {"b64_json": b64}
@@ -266,7 +267,9 @@ def _stream_reply(
         meta=_meta(params),
         usage=None if call.plan.usage_missing else usage,
         final=lambda spec: _picture_b64(state, spec, form),
-        partial=lambda spec, step: state.renderer.partial(spec, step, params.partial_images),
+        partial=lambda spec, step: asyncio.to_thread(
+            state.renderer.partial, spec, step, params.partial_images
+        ),
         latency_s=latency_s,
         sleep=state.sleep,
     )

@@ -16,6 +16,7 @@ and any decoder.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -37,27 +38,32 @@ def _filtered_rows(raw: bytes, stride: int) -> bytes:
 
 
 class BandCache:
-    """LRU of compressed bands, bounded by total bytes."""
+    """LRU of compressed bands, bounded by total bytes; thread-safe."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[Hashable, tuple[bytes, int, int]] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> tuple[bytes, int, int] | None:
-        item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
 
     def put(self, key: Hashable, value: tuple[bytes, int, int]) -> None:
         if len(value[0]) > self.max_bytes:
             return
-        self._items[key] = value
-        self._bytes += len(value[0])
-        while self._bytes > self.max_bytes:
-            _, old = self._items.popitem(last=False)
-            self._bytes -= len(old[0])
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._bytes += len(value[0])
+            while self._bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= len(old[0])
 
 
 def _compress_band(rows: bytes, level: int) -> bytes:

@@ -12,10 +12,12 @@ an LRU keyed by the request, so a repeated request costs a dictionary lookup.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 from imagegate.emulator.png import BandCache, encode_png
 
 STRIP_W = 3840
-BAND = 64
+BAND = 16
 _NOISE_MASK = 0x07
 
 # Light colours: dark text on them binarises cleanly for OCR.
@@ -106,7 +108,10 @@ def _fit(line: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: i
 
 
 class Renderer:
-    """Renders and caches images. Not thread-safe; the app uses it from one event loop."""
+    """Renders and caches images. Thread-safe: the app renders cache misses in worker threads
+    (:meth:`b64_async`, :meth:`memo_async`) so a slow 4K render never holds up the event loop —
+    a 429 or a cache hit must answer at once — and Pillow and zlib release the GIL while they
+    work. Two threads may render the same key at once; both produce the same bytes."""
 
     def __init__(self, *, seed: int = 0, cache_bytes: int = 256 * 1024 * 1024) -> None:
         self.seed = seed
@@ -115,6 +120,7 @@ class Renderer:
         self._done_bytes = 0
         self._backgrounds: OrderedDict[tuple[str, int, int, int, bool], Image.Image] = OrderedDict()
         self._bands = BandCache(max(cache_bytes // 4, 1))
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -131,15 +137,35 @@ class Renderer:
 
     def memo(self, key: Hashable, produce: Callable[[], str]) -> str:
         """``produce()``, remembered under ``key`` in the byte-bounded LRU."""
-        cached = self._done.get(key)
+        cached = self.lookup(key)
         if cached is not None:
-            self._done.move_to_end(key)
-            self.hits += 1
             return cached
-        self.misses += 1
         out = produce()
         self._remember(key, out)
         return out
+
+    async def memo_async(self, key: Hashable, produce: Callable[[], str]) -> str:
+        """:meth:`memo`, with a miss produced in a worker thread."""
+        cached = self.lookup(key)
+        if cached is not None:
+            return cached
+        out = await asyncio.to_thread(produce)
+        self._remember(key, out)
+        return out
+
+    async def b64_async(self, spec: RenderSpec) -> str:
+        cached = self.lookup(spec)
+        return cached if cached is not None else await asyncio.to_thread(self.b64, spec)
+
+    def lookup(self, key: Hashable) -> str | None:
+        with self._lock:
+            cached = self._done.get(key)
+            if cached is not None:
+                self._done.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
+            return cached
 
     def picture(self, spec: RenderSpec) -> tuple[Image.Image, tuple[int, int]]:
         """The PIL image for ``spec`` and the pixel rows its text covers."""
@@ -178,19 +204,23 @@ class Renderer:
     def _remember(self, key: Hashable, value: str) -> None:
         if len(value) > self.cache_bytes:
             return
-        self._done[key] = value
-        self._done_bytes += len(value)
-        while self._done_bytes > self.cache_bytes:
-            _, old = self._done.popitem(last=False)
-            self._done_bytes -= len(old)
+        with self._lock:
+            if key in self._done:
+                return
+            self._done[key] = value
+            self._done_bytes += len(value)
+            while self._done_bytes > self.cache_bytes:
+                _, old = self._done.popitem(last=False)
+                self._done_bytes -= len(old)
 
     def _background(self, spec: RenderSpec, colour: int) -> Image.Image:
         mode = "RGBA" if spec.transparent else "RGB"
         key = (mode, spec.width, spec.height, colour, spec.realistic)
-        bg = self._backgrounds.get(key)
-        if bg is not None:
-            self._backgrounds.move_to_end(key)
-            return bg
+        with self._lock:
+            bg = self._backgrounds.get(key)
+            if bg is not None:
+                self._backgrounds.move_to_end(key)
+                return bg
         base = Image.new("RGB", (spec.width, spec.height), PALETTE[colour])
         if spec.realistic:
             strip = _noise_strip(self.seed)
@@ -201,9 +231,10 @@ class Renderer:
             base = ImageChops.subtract(base, noise)
         if spec.transparent:
             base.putalpha(0)
-        self._backgrounds[key] = base
-        if len(self._backgrounds) > 24:
-            self._backgrounds.popitem(last=False)
+        with self._lock:
+            self._backgrounds[key] = base
+            if len(self._backgrounds) > 24:
+                self._backgrounds.popitem(last=False)
         return base
 
     def _draw_text(self, img: Image.Image, spec: RenderSpec) -> tuple[int, int]:

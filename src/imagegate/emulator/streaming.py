@@ -30,8 +30,8 @@ async def image_events(
     partials: int,
     meta: dict[str, str],
     usage: dict[str, Any] | None,
-    final: Callable[[RenderSpec], str],
-    partial: Callable[[RenderSpec, int], str],
+    final: Callable[[RenderSpec], Awaitable[str]],
+    partial: Callable[[RenderSpec, int], Awaitable[str]],
     latency_s: float,
     sleep: Callable[[float], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
@@ -46,7 +46,7 @@ async def image_events(
                 event,
                 {
                     "type": event,
-                    "b64_json": partial(spec, index),
+                    "b64_json": await partial(spec, index),
                     "created_at": int(time.time()),
                     **meta,
                     "partial_image_index": index,
@@ -57,7 +57,7 @@ async def image_events(
         event = f"{prefix}.completed"
         payload: dict[str, Any] = {
             "type": event,
-            "b64_json": final(spec),
+            "b64_json": await final(spec),
             "created_at": int(time.time()),
             **meta,
         }

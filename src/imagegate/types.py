@@ -166,6 +166,7 @@ class AttemptRecord:
     delay_s: float = 0.0  # how long the loop waited after this attempt before the next one
     may_be_billed: bool = False
     request_id: str | None = None
+    remaining_requests: int | None = None  # x-ratelimit-remaining-requests, when the response had it
 
 
 def _sniff_format(prefix: bytes) -> str | None:

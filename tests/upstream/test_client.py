@@ -1,17 +1,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+import anyio
 import httpx
 import orjson
 import pytest
 
-from imagegate.config import RetryConfig
+from imagegate.config import DeploymentConfig, RetryConfig
 from imagegate.errors import ContentFiltered, RateLimited, UpstreamNotSent, UpstreamRejected, UpstreamTimeout
-from imagegate.types import ImageRequest, PartialImage
+from imagegate.types import AttemptRecord, ImageRequest, PartialImage
 from imagegate.upstream.auth import EntraTokenProvider, auth_for
+from imagegate.upstream.client import UpstreamClient
 
-from .fakes import KEY, FakeTime, client_for, dep, entra_dep, json_response, ok_body, png_b64
+from .fakes import CATALOG, KEY, FakeTime, client_for, dep, entra_dep, json_response, ok_body, png_b64
 
 REQ = ImageRequest(prompt="a red fox", size="1024x1024", quality="high")
 
@@ -264,3 +267,67 @@ async def test_probe_reads_400_as_healthy_without_generating() -> None:
     assert good.ok and good.status_code == 400
     missing = await client.probe(dep("ghost"))
     assert not missing.ok and missing.status_code == 404 and "DeploymentNotFound" in missing.detail
+
+
+async def test_records_carry_request_id_and_remaining_quota() -> None:
+    calls = iter(
+        [
+            json_response(
+                503,
+                {"error": {"code": "server_error", "message": "x"}},
+                {"apim-request-id": "r1", "x-ratelimit-remaining-requests": "0"},
+            ),
+            httpx.Response(
+                200,
+                content=ok_body(),
+                headers={"apim-request-id": "r2", "x-ratelimit-remaining-requests": "7"},
+            ),
+        ]
+    )
+    result = await client_for(lambda r: next(calls)).send([dep()], REQ)
+    assert [(a.request_id, a.remaining_requests, a.status_code) for a in result.attempts] == [
+        ("r1", 0, 503),
+        ("r2", 7, 200),
+    ]
+
+
+async def test_hooks_choose_and_hear_every_attempt() -> None:
+    heard: list[tuple[str, str]] = []
+
+    class Hooks:
+        async def choose(self, plan: Sequence[DeploymentConfig], suggested: int) -> DeploymentConfig:
+            return plan[-1]  # routing may pick any deployment of the plan
+
+        async def finished(self, d: DeploymentConfig, record: AttemptRecord) -> None:
+            heard.append((d.name, record.outcome))
+
+    calls = iter(
+        [
+            json_response(500, {"error": {"code": "server_error", "message": "x"}}),
+            httpx.Response(200, content=ok_body()),
+        ]
+    )
+    result = await client_for(lambda r: next(calls)).send([dep("east"), dep("west")], REQ, hooks=Hooks())
+    assert heard == [("west", "upstream_failed"), ("west", "ok")] and result.deployment == "west"
+
+
+async def test_cancelled_attempt_is_reported_to_hooks() -> None:
+    heard: list[AttemptRecord] = []
+
+    class Hooks:
+        async def choose(self, plan: Sequence[DeploymentConfig], suggested: int) -> DeploymentConfig:
+            return plan[0]
+
+        async def finished(self, d: DeploymentConfig, record: AttemptRecord) -> None:
+            heard.append(record)
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    client = UpstreamClient(
+        httpx.AsyncClient(transport=httpx.MockTransport(hang)), catalog=CATALOG, retry=RetryConfig()
+    )
+    with anyio.move_on_after(0.05):
+        await client.send([dep()], REQ, hooks=Hooks())
+    assert [(r.outcome, r.may_be_billed) for r in heard] == [("cancelled", True)]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from imagegate.catalog import ModelSpec
 from imagegate.config import DeploymentConfig
 from imagegate.types import Change, ImageRequest, PartialImage
+from imagegate.upstream.client import AttemptHooks
 
 __all__ = ["OnPartial", "RequestContext"]
 
@@ -29,4 +30,5 @@ class RequestContext:
     spec: ModelSpec | None = None
     changes: tuple[Change, ...] = ()
     plan: tuple[DeploymentConfig, ...] = ()
+    hooks: AttemptHooks | None = None  # set by routing: choose each attempt's deployment, hear outcomes
     notes: dict[str, object] = field(default_factory=dict)

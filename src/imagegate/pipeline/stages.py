@@ -91,4 +91,4 @@ class UpstreamStage:
         self._upstream = upstream
 
     async def __call__(self, ctx: RequestContext, call_next: Next) -> ImageResult:
-        return await self._upstream.send(ctx.plan, ctx.request, on_partial=ctx.on_partial)
+        return await self._upstream.send(ctx.plan, ctx.request, on_partial=ctx.on_partial, hooks=ctx.hooks)

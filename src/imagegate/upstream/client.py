@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import anyio
 import httpx
@@ -47,7 +48,7 @@ from imagegate.upstream.azure import (
     wire_request,
 )
 
-__all__ = ["OnPartial", "ProbeResult", "UpstreamClient"]
+__all__ = ["AttemptHooks", "OnPartial", "ProbeResult", "UpstreamClient"]
 
 log = logging.getLogger("imagegate.upstream")
 
@@ -64,6 +65,32 @@ class ProbeResult:
     status_code: int | None
     detail: str
     latency_s: float
+
+
+class AttemptHooks(Protocol):
+    """A per-request seam for routing: ``choose`` picks the deployment for an attempt (it may wait
+    for capacity, or raise ``RateLimited``/``NoDeploymentAvailable``); ``finished`` hears every
+    attempt's record, including ``outcome="cancelled"`` when the caller went away mid-attempt.
+    ``suggested`` is the loop's own index into ``plan`` (it moves on after a fail-over)."""
+
+    async def choose(self, plan: Sequence[DeploymentConfig], suggested: int) -> DeploymentConfig: ...
+
+    async def finished(self, dep: DeploymentConfig, record: AttemptRecord) -> None: ...
+
+
+@dataclass
+class _Seen:
+    """What the wire showed during one attempt, for its record (status, quota left, request id)."""
+
+    status: int | None = None
+    remaining: int | None = None
+    request_id: str | None = None
+
+    def saw(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.request_id = request_id_of(response.headers)
+        raw = response.headers.get("x-ratelimit-remaining-requests", "")
+        self.remaining = int(raw) if raw.lstrip("-").isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,30 +166,37 @@ class UpstreamClient:
     # one attempt
 
     async def _attempt(
-        self, dep: DeploymentConfig, req: ImageRequest, remaining_s: float, on_partial: OnPartial | None
+        self,
+        dep: DeploymentConfig,
+        req: ImageRequest,
+        remaining_s: float,
+        on_partial: OnPartial | None,
+        seen: _Seen,
     ) -> tuple[Payload, int]:
         spec = self._catalog.get(dep.model)
         wire = wire_request(dep, req, spec, stream=on_partial is not None)
         request = await self._build(dep, wire, self._timeout(dep, req, remaining_s))
         if on_partial is not None:
-            return await self._attempt_stream(dep, request, on_partial)
+            return await self._attempt_stream(dep, request, on_partial, seen)
         try:
             response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise classify(dep.name, exc) from None
+        seen.saw(response)
         outcome = classify(dep.name, response)
         if isinstance(outcome, ImageGateError):
             raise outcome
         return outcome, response.status_code
 
     async def _attempt_stream(
-        self, dep: DeploymentConfig, request: httpx.Request, on_partial: OnPartial
+        self, dep: DeploymentConfig, request: httpx.Request, on_partial: OnPartial, seen: _Seen
     ) -> tuple[Payload, int]:
         delivered = 0
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise classify(dep.name, exc) from None
+        seen.saw(response)
         try:
             if not 200 <= response.status_code < 300 or "event-stream" not in response.headers.get(
                 "content-type", ""
@@ -222,10 +256,16 @@ class UpstreamClient:
     # the loop
 
     async def send(
-        self, plan: Sequence[DeploymentConfig], req: ImageRequest, *, on_partial: OnPartial | None = None
+        self,
+        plan: Sequence[DeploymentConfig],
+        req: ImageRequest,
+        *,
+        on_partial: OnPartial | None = None,
+        hooks: AttemptHooks | None = None,
     ) -> ImageResult:
         """Run the attempt loop over ``plan`` (best first). With ``on_partial``, stream: partial
-        images are awaited into it as they arrive; a failure after the first partial is not retried."""
+        images are awaited into it as they arrive; a failure after the first partial is not retried.
+        ``hooks`` lets routing choose the deployment of each attempt and hear how it went."""
         if not plan:
             raise NoDeploymentAvailable("no deployment can serve this request")
         cfg = self._retry
@@ -233,16 +273,18 @@ class UpstreamClient:
         records: list[AttemptRecord] = []
         index = 0
         for number in range(1, cfg.max_attempts + 1):
-            dep = plan[index]
-            began = self._clock()
+            dep = plan[index] if hooks is None else await hooks.choose(plan, index)
+            began, seen = self._clock(), _Seen()
             try:
-                payload, status = await self._attempt(dep, req, cfg.deadline_s - (began - start), on_partial)
+                payload, _ = await self._attempt(dep, req, cfg.deadline_s - (began - start), on_partial, seen)
             except _Streamed as streamed:
-                self._record(records, number, dep, streamed.error, began)
+                await self._finish(
+                    hooks, dep, records, self._record(number, dep, streamed.error, began, seen)
+                )
                 streamed.error.attempts = tuple(records)
                 raise streamed.error from None
             except ImageGateError as error:
-                record = self._record(records, number, dep, error, began)
+                record = self._record(number, dep, error, began, seen)
                 decision = decide(
                     cfg,
                     attempt=number,
@@ -252,18 +294,23 @@ class UpstreamClient:
                     can_fail_over=index + 1 < len(plan),
                 )
                 if isinstance(decision, GiveUp) or number == cfg.max_attempts:
+                    await self._finish(hooks, dep, records, record)
                     error.attempts = tuple(records)
                     log.info(
                         "upstream giving up after %d attempt(s): %s", number, getattr(decision, "reason", "")
                     )
                     raise error from None
-                records[-1] = replace(record, delay_s=decision.delay_s)
-                if decision.fail_over:
-                    index += 1
+                await self._finish(hooks, dep, records, replace(record, delay_s=decision.delay_s))
+                index += 1 if decision.fail_over else 0
                 if decision.delay_s > 0:
                     await self._sleep(decision.delay_s)
                 continue
-            records.append(self._ok_record(number, dep, status, began, payload))
+            except BaseException:  # cancelled mid-attempt: tell routing, then let it propagate
+                cancelled = self._record(number, dep, None, began, seen, outcome="cancelled")
+                with anyio.CancelScope(shield=True):
+                    await self._finish(hooks, dep, records, cancelled)
+                raise
+            await self._finish(hooks, dep, records, self._record(number, dep, None, began, seen))
             return ImageResult(
                 images=payload.images,
                 model=dep.model,
@@ -277,47 +324,40 @@ class UpstreamClient:
             )
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def _ok_record(
-        self, number: int, dep: DeploymentConfig, status: int, began: float, payload: Payload
-    ) -> AttemptRecord:
-        latency = self._clock() - began
-        log.info(
-            "upstream attempt %d deployment=%s status=%d outcome=ok latency_s=%.3f",
-            number,
-            dep.name,
-            status,
-            latency,
-        )
-        return AttemptRecord(
-            number=number,
-            deployment=dep.name,
-            outcome="ok",
-            status_code=status,
-            latency_s=latency,
-            may_be_billed=True,
-            request_id=payload.request_id,
-        )
+    @staticmethod
+    async def _finish(
+        hooks: AttemptHooks | None, dep: DeploymentConfig, records: list[AttemptRecord], record: AttemptRecord
+    ) -> None:
+        records.append(record)
+        if hooks is not None:
+            await hooks.finished(dep, record)
 
     def _record(
         self,
-        records: list[AttemptRecord],
         number: int,
         dep: DeploymentConfig,
-        error: ImageGateError,
+        error: ImageGateError | None,
         began: float,
+        seen: _Seen,
+        *,
+        outcome: str | None = None,
     ) -> AttemptRecord:
+        """One attempt's record (``error=None``: it succeeded, or ``outcome`` says otherwise)."""
         latency = self._clock() - began
-        status = getattr(error, "status_code", None)
-        if status is None and isinstance(error, ClientError):
-            status = error.http_status  # an upstream 4xx classified as a caller error
+        status = seen.status
+        if error is not None and status is None and isinstance(error, ClientError):
+            status = error.http_status
         record = AttemptRecord(
             number=number,
             deployment=dep.name,
-            outcome=error.code,
-            status_code=status if isinstance(status, int) else None,
+            outcome=outcome or (error.code if error is not None else "ok"),
+            status_code=status,
             latency_s=latency,
-            retry_after_s=retry_after_of(error),
-            may_be_billed=_may_be_billed(error),
+            retry_after_s=retry_after_of(error) if error is not None else None,
+            # cancelled mid-attempt: it may have been sent, so it may have been billed
+            may_be_billed=_may_be_billed(error) if outcome is None else True,
+            request_id=seen.request_id,
+            remaining_requests=seen.remaining,
         )
         log.info(
             "upstream attempt %d deployment=%s status=%s outcome=%s latency_s=%.3f",
@@ -327,7 +367,6 @@ class UpstreamClient:
             record.outcome,
             latency,
         )
-        records.append(record)
         return record
 
     # ------------------------------------------------------------------------------------------

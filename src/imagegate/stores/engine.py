@@ -1,0 +1,93 @@
+"""The one place a database URL becomes a SQLAlchemy ``AsyncEngine``.
+
+Two backends are supported: ``sqlite+aiosqlite:///path`` (the embedded default, a file under the
+data directory) and ``postgresql+asyncpg://...`` (several replicas). Plain ``sqlite:///`` and
+``postgresql://`` are accepted and given their async driver.
+
+SQLite is set up for a gateway's write pattern: WAL journal (readers never block the writer),
+a busy timeout instead of instant "database is locked", and every transaction opened with
+``BEGIN IMMEDIATE`` so it takes the write lock up front. Without that, two deferred transactions
+that both read and then write deadlock on the lock upgrade and one fails at once (SQLITE_BUSY),
+which busy_timeout cannot help with. This is SQLAlchemy's documented aiosqlite recipe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from imagegate.errors import ConfigError
+
+__all__ = ["DEFAULT_DATA_DIR", "create_engine", "default_database_url", "is_sqlite", "normalize_url"]
+
+DEFAULT_DATA_DIR = Path(".imagegate")
+_ALLOWED = "sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host:port/db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def default_database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}"
+
+
+def normalize_url(url: str) -> URL:
+    """Parse and give the URL its async driver; ConfigError naming what is allowed otherwise."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError([f"database_url: cannot parse {_redact(url)!r}; expected {_ALLOWED}"]) from None
+    async_driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}.get(
+        parsed.get_backend_name()
+    )
+    if async_driver is not None and parsed.drivername in (parsed.get_backend_name(), async_driver):
+        return parsed.set(drivername=async_driver)
+    raise ConfigError([f"database_url: unsupported driver {parsed.drivername!r}; expected {_ALLOWED}"])
+
+
+def _redact(url: str) -> str:
+    head, at, tail = url.rpartition("@")
+    return f"{head.split(':')[0]}:***@{tail}" if at and ":" in head.split("//")[-1] else url
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, *, schema: str | None = None, echo: bool = False) -> AsyncEngine:
+    """Build the engine. ``schema`` (PostgreSQL only) sets ``search_path``, e.g. for test isolation."""
+    parsed = normalize_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        engine = create_async_engine(parsed, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if schema is not None:
+        if not schema.replace("_", "").isalnum():
+            raise ConfigError([f"database schema {schema!r}: use letters, digits and _ only"])
+        kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    kwargs.update(pool_size=10, max_overflow=10, pool_timeout=60)
+    return create_async_engine(parsed, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (below) issue BEGIN itself instead of the driver's implicit one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,109 @@
+"""Backends for the store contract suite: memory, SQLite (a temp file) and PostgreSQL.
+
+PostgreSQL runs at 127.0.0.1:5432 (trust auth, database ``test``). Each test gets its own
+schema (``ig_t_<session>_<n>``), migrated with the real alembic revisions and dropped afterwards.
+When the server is absent the PostgreSQL cases skip with a message — unless
+``IMAGEGATE_REQUIRE_SERVICES=1`` (CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from imagegate.stores.engine import create_engine
+from imagegate.stores.memory import MemoryStores
+from imagegate.stores.migrate import migrate
+from imagegate.stores.sql import sql_stores_for
+
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SESSION = secrets.token_hex(3)
+_counter = itertools.count()
+TEST_PEPPER = b"test-pepper"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (or, with IMAGEGATE_REQUIRE_SERVICES=1, fail) when a service is not listening."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if os.environ.get("IMAGEGATE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} and IMAGEGATE_REQUIRE_SERVICES=1")
+    pytest.skip(f"{message}; start it to run these tests (CI requires it)")
+
+
+async def pg_schema_engine() -> tuple[Any, str]:
+    schema = f"ig_t_{SESSION}_{next(_counter)}"
+    admin = create_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE SCHEMA {schema}"))
+    await admin.dispose()
+    return create_engine(PG_URL, schema=schema), schema
+
+
+async def drop_pg_schema(schema: str) -> None:
+    admin = create_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def sql_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A migrated engine: SQLite or PostgreSQL, per ``request.param``."""
+    kind = request.param
+    if kind == "sqlite":
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}")
+        await migrate(engine)
+        yield engine
+        await engine.dispose()
+        return
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    engine, schema = await pg_schema_engine()
+    try:
+        await migrate(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+        await drop_pg_schema(schema)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """Every adapter bundle, for the contract suite."""
+    if request.param == "memory":
+        from imagegate.stores.memory import MemoryKeyStore
+
+        yield MemoryStores(keys=MemoryKeyStore(pepper=TEST_PEPPER))
+        return
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}")
+        await migrate(engine)
+        yield sql_stores_for(engine, pepper=TEST_PEPPER)
+        await engine.dispose()
+        return
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    engine, schema = await pg_schema_engine()
+    try:
+        await migrate(engine)
+        yield sql_stores_for(engine, pepper=TEST_PEPPER)
+    finally:
+        await engine.dispose()
+        await drop_pg_schema(schema)

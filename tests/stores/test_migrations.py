@@ -1,0 +1,75 @@
+"""The alembic revisions are the schema: they build exactly what schema.py declares, on both DBs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from imagegate.errors import ConfigError
+from imagegate.stores.engine import create_engine, default_database_url, normalize_url
+from imagegate.stores.migrate import alembic_config, current_revision, head_revision, migrate
+from imagegate.stores.schema import metadata
+
+
+@pytest.mark.parametrize("sql_engine", ["sqlite", "postgres"], indirect=True)
+async def test_migrated_database_matches_schema_module(sql_engine: Any) -> None:
+    async with sql_engine.connect() as conn:
+        diffs = await conn.run_sync(
+            lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), metadata)
+        )
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert diffs == []
+    assert {t.name for t in metadata.sorted_tables} <= tables
+    assert await current_revision(sql_engine) == head_revision()
+
+
+@pytest.mark.parametrize("sql_engine", ["sqlite", "postgres"], indirect=True)
+async def test_migrate_is_idempotent_and_downgrades(sql_engine: Any) -> None:
+    await migrate(sql_engine)  # already at head: nothing to do
+    async with sql_engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "base"))
+    async with sql_engine.connect() as conn:
+        left = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert not {t.name for t in metadata.sorted_tables} & left
+    await migrate(sql_engine)
+    assert await current_revision(sql_engine) == head_revision()
+
+
+async def test_migrate_by_url_creates_the_file_in_wal_mode(tmp_path: Path) -> None:
+    url = default_database_url(tmp_path / "data")
+    await migrate(url)
+    assert (tmp_path / "data" / "imagegate.db").exists()
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite"),
+        ("postgresql://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg"),
+    ],
+)
+def test_urls_get_their_async_driver(given: str, driver: str) -> None:
+    assert normalize_url(given).drivername == driver
+
+
+@pytest.mark.parametrize("bad", ["mysql://u:secretpw@h/db", "not a url", "postgresql+psycopg://u@h/db"])
+def test_unsupported_urls_are_config_errors_without_passwords(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        normalize_url(bad)
+    assert "database_url" in str(info.value) and "sqlite+aiosqlite" in str(info.value)
+    assert "secretpw" not in str(info.value)

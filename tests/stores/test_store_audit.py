@@ -1,0 +1,80 @@
+"""AuditLog contract and prompt retention; JSON-lines export."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from imagegate.ports import AuditEvent
+from imagegate.stores import sql_audit
+from imagegate.stores.audit import PromptRetention, event_to_json_line, with_prompt
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+async def test_record_and_export_in_order(stores: Any) -> None:
+    for i in range(3):
+        await stores.audit.record(
+            AuditEvent(
+                at=T0 + timedelta(minutes=i),
+                actor_kind="admin",
+                actor_name="cli",
+                action="key.create",
+                target=f"key_{i}",
+                outcome="ok",
+                details={"name": f"team-{i}", "rpm": 30},
+            )
+        )
+    await stores.audit.record(
+        AuditEvent(
+            at=T0 + timedelta(hours=1),
+            actor_kind="key",
+            actor_id="key_0",
+            action="request",
+            outcome="ok",
+            request_id="req_1",
+            cost_usd=Decimal("0.01109"),
+            prompt_sha256="ab" * 32,
+        )
+    )
+    events = [e async for e in stores.audit.export()]
+    assert [e.target for e in events[:3]] == ["key_0", "key_1", "key_2"]
+    assert all(e.id.startswith("evt_") for e in events)
+    assert events[0].details == {"name": "team-0", "rpm": 30}
+    assert events[3].cost_usd == Decimal("0.01109") and events[3].at == T0 + timedelta(hours=1)
+    since = [e async for e in stores.audit.export(since=T0 + timedelta(minutes=2))]
+    assert [e.action for e in since] == ["key.create", "request"]
+
+
+async def test_export_pages_through_many_events(stores: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_audit, "EXPORT_PAGE", 7)
+    for i in range(23):
+        await stores.audit.record(AuditEvent(at=T0, actor_kind="system", action="tick", outcome=str(i)))
+    outcomes = [e.outcome async for e in stores.audit.export()]
+    assert outcomes == [str(i) for i in range(23)]
+
+
+def test_prompt_retention() -> None:
+    base = AuditEvent(at=T0, actor_kind="key", action="request", outcome="ok")
+    digest = hashlib.sha256(b"a red fox").hexdigest()
+    assert with_prompt(base, "a red fox", PromptRetention.NONE).prompt_sha256 is None
+    hashed = with_prompt(base, "a red fox", PromptRetention.HASH)
+    assert hashed.prompt is None and hashed.prompt_sha256 == digest
+    full = with_prompt(base, "a red fox", PromptRetention.FULL)
+    assert full.prompt == "a red fox" and full.prompt_sha256 == digest
+
+
+def test_json_line() -> None:
+    line = event_to_json_line(
+        AuditEvent(
+            at=T0, actor_kind="key", action="request", outcome="ok", cost_usd=Decimal("0.5"), id="evt_1"
+        )
+    )
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    data = orjson.loads(line)
+    assert data["cost_usd"] == "0.5" and data["at"] == "2026-11-24T12:00:00+00:00" and data["id"] == "evt_1"

@@ -1,0 +1,119 @@
+"""Ledger contract: request and attempt rows, exact Decimal totals, grouping, time filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from imagegate.ports import CostGroup, EntryKind, LedgerEntry
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def request(
+    rid: str, key: str, model: str, cost: str, at: datetime, *, n: int = 1, exact: bool = True
+) -> LedgerEntry:
+    return LedgerEntry(
+        kind=EntryKind.REQUEST,
+        request_id=rid,
+        started_at=at,
+        status="ok",
+        cost_usd=Decimal(cost),
+        cost_exact=exact,
+        key_id=key,
+        logical_model=model,
+        n=n,
+        finished_at=at + timedelta(seconds=13),
+        latency_ms=13_800.5,
+        idempotency_key=f"idem-{rid}",
+    )
+
+
+def attempt(rid: str, no: int, deployment: str, cost: str, status: str = "ok") -> LedgerEntry:
+    return LedgerEntry(
+        kind=EntryKind.ATTEMPT,
+        request_id=rid,
+        attempt=no,
+        started_at=T0,
+        status=status,
+        cost_usd=Decimal(cost),
+        cost_exact=True,
+        key_id="key_a",
+        logical_model="gpt-image-1",
+        model="gpt-image-1",
+        deployment=deployment,
+        region="swedencentral",
+        size="1024x1024",
+        quality="low",
+        n=1,
+        text_in_tokens=42,
+        image_out_tokens=272,
+        http_status=200 if status == "ok" else 429,
+        error_code=None if status == "ok" else "429",
+    )
+
+
+async def seed(stores: Any) -> None:
+    await stores.ledger.record(request("r1", "key_a", "gpt-image-1", "0.01109", T0))
+    await stores.ledger.record(attempt("r1", 1, "swe-1", "0", status="rate_limited"))
+    await stores.ledger.record(attempt("r1", 2, "eus-1", "0.01109"))
+    await stores.ledger.record(
+        request("r2", "key_a", "dall-e-3", "0.08", T0 + timedelta(hours=1), n=2, exact=False)
+    )
+    await stores.ledger.record(attempt("r2", 1, "eus-1", "0.08"))
+    await stores.ledger.record(request("r3", "key_b", "gpt-image-1", "0.2", T0 + timedelta(days=1)))
+    await stores.ledger.record(
+        LedgerEntry(
+            kind=EntryKind.REQUEST, request_id="r4", started_at=T0, status="rejected", http_status=403
+        )
+    )
+
+
+async def test_round_trip_keeps_every_field(stores: Any) -> None:
+    entry = attempt("rx", 3, "swe-1", "0.0123456789")
+    await stores.ledger.record(entry)
+    [back] = await stores.ledger.entries(request_id="rx")
+    assert back.cost_usd == Decimal("0.012345679")  # stored to the nano-dollar
+    assert (back.deployment, back.region, back.attempt, back.text_in_tokens, back.image_out_tokens) == (
+        "swe-1",
+        "swedencentral",
+        3,
+        42,
+        272,
+    )
+    assert back.kind is EntryKind.ATTEMPT and back.started_at == T0 and back.cost_exact is True
+
+
+async def test_group_by_key(stores: Any) -> None:
+    await seed(stores)
+    rows = {r.group: r for r in await stores.ledger.summarize(CostGroup.KEY)}
+    assert rows["key_a"].cost_usd == Decimal("0.09109") and rows["key_a"].requests == 2
+    assert rows["key_a"].images == 3 and rows["key_a"].estimated == 1
+    assert rows["key_b"].cost_usd == Decimal("0.2")
+    assert rows["(none)"].requests == 1 and rows["(none)"].cost_usd == 0
+
+
+async def test_group_by_model_and_day(stores: Any) -> None:
+    await seed(stores)
+    models = {r.group: r.cost_usd for r in await stores.ledger.summarize(CostGroup.MODEL)}
+    assert models["gpt-image-1"] == Decimal("0.21109") and models["dall-e-3"] == Decimal("0.08")
+    days = {r.group: r.cost_usd for r in await stores.ledger.summarize(CostGroup.DAY)}
+    assert days == {"2026-11-24": Decimal("0.09109"), "2026-11-25": Decimal("0.2")}
+
+
+async def test_group_by_deployment_counts_attempts_once(stores: Any) -> None:
+    await seed(stores)
+    rows = {r.group: r for r in await stores.ledger.summarize(CostGroup.DEPLOYMENT)}
+    assert rows["eus-1"].cost_usd == Decimal("0.09109") and rows["eus-1"].requests == 2
+    assert rows["swe-1"].cost_usd == 0 and rows["swe-1"].requests == 1
+
+
+async def test_since_until_and_total(stores: Any) -> None:
+    await seed(stores)
+    later = await stores.ledger.summarize(CostGroup.KEY, since=T0 + timedelta(minutes=30))
+    assert {r.group: r.cost_usd for r in later} == {"key_a": Decimal("0.08"), "key_b": Decimal("0.2")}
+    assert await stores.ledger.total(since=T0) == Decimal("0.29109")
+    assert await stores.ledger.total(since=T0, until=T0 + timedelta(days=1)) == Decimal("0.09109")
+    assert await stores.ledger.total(since=T0 + timedelta(days=5)) == 0
+    assert len(await stores.ledger.entries(since=T0 + timedelta(hours=2))) == 1

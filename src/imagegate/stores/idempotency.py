@@ -65,34 +65,43 @@ class IdempotencyGate:
 
     async def begin(self, key_id: str, idem_key: str, fingerprint: str) -> IdempotencyTicket:
         deadline = self._clock() + timedelta(seconds=self.wait_timeout_s)
+        key = (key_id, idem_key)
         while True:
-            claim = await self._store.claim(
-                key_id, idem_key, fingerprint, self._clock(), lease_s=self.lease_s
-            )
+            # Register before asking the store, so a completion that lands between our read and
+            # our wait still wakes us (no lost wake-up).
+            event = self._events.setdefault(key, asyncio.Event())
+            try:
+                claim = await self._store.claim(
+                    key_id, idem_key, fingerprint, self._clock(), lease_s=self.lease_s
+                )
+            except BaseException:
+                self._wake(key)
+                raise
             if claim.status is ClaimStatus.CLAIMED:
                 return IdempotencyTicket(key_id, idem_key, owner=True)
             if claim.status is ClaimStatus.DONE:
+                self._wake(key)
                 return IdempotencyTicket(key_id, idem_key, owner=False, replay=claim.record)
             if self._clock() >= deadline:
                 raise Conflict(
                     f"a request with Idempotency-Key {idem_key!r} is still in progress after "
                     f"{self.wait_timeout_s:g}s; retry later to receive its result"
                 )
-            event = self._events.setdefault((key_id, idem_key), asyncio.Event())
             await self._wait(event)
 
     async def complete(self, ticket: IdempotencyTicket, response_ref: str) -> None:
         await self._store.complete(
             ticket.key_id, ticket.idem_key, response_ref, self._clock(), ttl_s=self.ttl_s
         )
-        self._wake(ticket)
+        self._wake((ticket.key_id, ticket.idem_key))
 
     async def release(self, ticket: IdempotencyTicket) -> None:
         await self._store.release(ticket.key_id, ticket.idem_key)
-        self._wake(ticket)
+        self._wake((ticket.key_id, ticket.idem_key))
 
-    def _wake(self, ticket: IdempotencyTicket) -> None:
-        event = self._events.pop((ticket.key_id, ticket.idem_key), None)
+    def _wake(self, key: tuple[str, str]) -> None:
+        """Wake everyone waiting on ``key``; they ask the store again."""
+        event = self._events.pop(key, None)
         if event is not None:
             event.set()
 

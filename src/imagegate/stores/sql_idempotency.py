@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from imagegate.errors import Conflict, InvalidRequest
+from imagegate.errors import Conflict, InvalidRequest, StorageError
 from imagegate.ports import ClaimStatus, IdempotencyClaim, IdempotencyRecord
 from imagegate.stores.schema import idempotency_keys
 from imagegate.stores.sql_budget import insert_ignoring_conflicts
@@ -26,6 +26,7 @@ __all__ = ["SqlIdempotencyStore", "conflict_error", "validate_idem_key"]
 
 _I = idempotency_keys.c
 MAX_IDEM_KEY = 255
+_CLAIM_ROUNDS = 5
 
 
 def validate_idem_key(idem_key: str) -> None:
@@ -69,26 +70,32 @@ class SqlIdempotencyStore:
             "created_at": now,
             "expires_at": now + timedelta(seconds=lease_s),
         }
-        async with self._engine.begin() as conn:
-            inserted = await conn.execute(insert_ignoring_conflicts(conn, idempotency_keys, fresh))
-            if inserted.rowcount == 1:
-                return IdempotencyClaim(ClaimStatus.CLAIMED, _record(fresh))
-            taken = await conn.execute(
-                update(idempotency_keys)
-                .where(_I.key_id == key_id, _I.idem_key == idem_key, _I.expires_at <= now)
-                .values(**fresh)
-            )
-            if taken.rowcount == 1:
-                return IdempotencyClaim(ClaimStatus.CLAIMED, _record(fresh))
-            row = (
-                (
-                    await conn.execute(
-                        select(idempotency_keys).where(_I.key_id == key_id, _I.idem_key == idem_key)
-                    )
+        for _ in range(_CLAIM_ROUNDS):
+            async with self._engine.begin() as conn:
+                inserted = await conn.execute(insert_ignoring_conflicts(conn, idempotency_keys, fresh))
+                if inserted.rowcount == 1:
+                    return IdempotencyClaim(ClaimStatus.CLAIMED, _record(fresh))
+                taken = await conn.execute(
+                    update(idempotency_keys)
+                    .where(_I.key_id == key_id, _I.idem_key == idem_key, _I.expires_at <= now)
+                    .values(**fresh)
                 )
-                .mappings()
-                .one()
-            )
+                if taken.rowcount == 1:
+                    return IdempotencyClaim(ClaimStatus.CLAIMED, _record(fresh))
+                row = (
+                    (
+                        await conn.execute(
+                            select(idempotency_keys).where(_I.key_id == key_id, _I.idem_key == idem_key)
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+            if row is not None:
+                break
+            # The owner released between our INSERT and SELECT (READ COMMITTED): claim again.
+        else:
+            raise StorageError(f"could not claim Idempotency-Key {idem_key!r}: it keeps changing hands")
         record = _record(row)
         if record.fingerprint != fingerprint:
             raise conflict_error(idem_key)

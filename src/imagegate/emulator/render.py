@@ -107,6 +107,10 @@ def _fit(line: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_w: i
     return line
 
 
+def _weight(img: Image.Image) -> int:
+    return img.width * img.height * len(img.getbands())
+
+
 class Renderer:
     """Renders and caches images. Thread-safe: the app renders cache misses in worker threads
     (:meth:`b64_async`, :meth:`memo_async`) so a slow 4K render never holds up the event loop —
@@ -119,6 +123,8 @@ class Renderer:
         self._done: OrderedDict[Hashable, str] = OrderedDict()
         self._done_bytes = 0
         self._backgrounds: OrderedDict[tuple[str, int, int, int, bool], Image.Image] = OrderedDict()
+        self._background_bytes = 0
+        self.max_background_bytes = max(cache_bytes // 4, 32 * 1024 * 1024)
         self._bands = BandCache(max(cache_bytes // 4, 1))
         self._lock = threading.Lock()
         self.hits = 0
@@ -232,9 +238,12 @@ class Renderer:
         if spec.transparent:
             base.putalpha(0)
         with self._lock:
-            self._backgrounds[key] = base
-            if len(self._backgrounds) > 24:
-                self._backgrounds.popitem(last=False)
+            if key not in self._backgrounds:
+                self._backgrounds[key] = base
+                self._background_bytes += _weight(base)
+            while self._background_bytes > self.max_background_bytes and len(self._backgrounds) > 1:
+                _, old = self._backgrounds.popitem(last=False)
+                self._background_bytes -= _weight(old)
         return base
 
     def _draw_text(self, img: Image.Image, spec: RenderSpec) -> tuple[int, int]:

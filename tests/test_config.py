@@ -169,3 +169,13 @@ def test_secrets_never_in_repr_or_logs(tmp_path: Path, caplog: pytest.LogCapture
     assert KEY not in repr(Secret(KEY)) and KEY not in f"{Secret(KEY)}"
     assert KEY not in caplog.text
     assert cfg.deployments[0].auth == ApiKeyAuth(key=Secret(KEY))
+
+
+def test_environment_problems_say_which_variable() -> None:
+    with pytest.raises(ConfigError, match="AZURE_OPENAI_DEPLOYMENT"):
+        load(None, {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com"})
+    with pytest.raises(ConfigError, match="IMAGEGATE_MODEL"):
+        load(
+            None,
+            {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "prod-img"},
+        )

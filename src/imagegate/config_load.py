@@ -322,6 +322,16 @@ def _env_deployment(environ: Mapping[str, str], catalog: Catalog) -> dict[str, A
         return None
     name = environ.get("AZURE_OPENAI_DEPLOYMENT") or environ.get("IMAGEGATE_DEPLOYMENT")
     model = environ.get("IMAGEGATE_MODEL") or (name if name in catalog else None)
+    problems = []
+    if not name:
+        problems.append(
+            "AZURE_OPENAI_DEPLOYMENT (or IMAGEGATE_DEPLOYMENT): not set; name the deployment to call"
+        )
+    elif not model:
+        known = ", ".join(catalog.names())
+        problems.append(f"IMAGEGATE_MODEL: not set, and deployment {name!r} is not a model name ({known})")
+    if problems:
+        raise ConfigError(problems, source="environment (AZURE_OPENAI_ENDPOINT is set)")
     raw: dict[str, Any] = {"name": name, "kind": "azure", "endpoint": endpoint, "model": model}
     if environ.get("AZURE_OPENAI_API_VERSION"):
         raw["api_version"] = environ["AZURE_OPENAI_API_VERSION"]

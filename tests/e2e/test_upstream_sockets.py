@@ -5,6 +5,7 @@ real socket, which httpx.ASGITransport does not have."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,10 @@ def config_file(tmp_path: Path, text: str) -> Path:
     return path
 
 
-async def test_refused_connection_fails_over_without_waiting(server: EmulatorServer, tmp_path: Path) -> None:
+async def test_refused_connection_fails_over_without_waiting(
+    server: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     dead = f"http://127.0.0.1:{free_port()}"
     path = config_file(
         tmp_path,
@@ -49,6 +53,8 @@ async def test_refused_connection_fails_over_without_waiting(server: EmulatorSer
         ("dead", "upstream_unreachable", False),
         ("live", "ok", True),
     ]
+    assert "upstream attempt 1 deployment=dead" in caplog.text  # httpx/httpcore debug logs included
+    assert "emulator-key" not in caplog.text and "over real sockets" not in caplog.text
 
 
 async def test_read_timeout_after_sending_is_not_resent(server: EmulatorServer, tmp_path: Path) -> None:

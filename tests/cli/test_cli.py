@@ -142,3 +142,18 @@ def test_doctor_fails_on_an_unreachable_deployment(runner: CliRunner, tmp_path: 
     )
     result = runner.invoke(app, ["doctor", "--config", str(cfg)], env=ENV)
     assert result.exit_code == 1 and "FAIL" in result.stdout and "unreachable" in result.stdout
+
+
+def test_price_of_a_configured_deployment_uses_its_override(runner: CliRunner, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "deployments:\n  - {name: cheap, endpoint: 'https://x', model: gpt-image-1, api_key_env: KEY,"
+        " price_override: {image_output_per_1m: '20'}}\n"
+    )
+    result = runner.invoke(
+        app,
+        ["price", "-m", "cheap", "--size", "1024x1024", "--quality", "high", "-c", str(cfg)],
+        env={**ENV, "KEY": "k"},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "$0.083"  # 4160 tokens at $20/1M

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -30,7 +31,7 @@ def price(
         if model in catalog:
             spec, override = catalog.get(model), None
         else:
-            dep = config_load.load(config, {}).deployments_for(model)[0]
+            dep = config_load.load(config, dict(os.environ)).deployments_for(model)[0]
             spec, override = catalog.get(dep.model), dep.price_override
         cost = estimate(spec, size=size, quality=quality, n=n, prompt=prompt, override=override)
         if as_json:

@@ -107,3 +107,10 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     finally:
         await engine.dispose()
         await drop_pg_schema(schema)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """Redis at 127.0.0.1:6379 (skip, or fail under IMAGEGATE_REQUIRE_SERVICES=1, when absent)."""
+    require_service("Redis", "127.0.0.1", 6379)
+    return REDIS_URL

@@ -76,6 +76,7 @@ def test_money_round_trips_and_rounds() -> None:
     assert usd_to_nanos(Decimal("0.0000000015")) == 2  # half-even
     assert usd_to_nanos(Decimal("0.0000000025")) == 2
     assert nanos_to_usd(0) == 0
+    assert str(nanos_to_usd(100 * 10**9)) == "100" and str(nanos_to_usd(1_500_000_000)) == "1.5"
     with pytest.raises(TypeError, match="Decimal"):
         usd_to_nanos(0.1)  # type: ignore[arg-type]
 

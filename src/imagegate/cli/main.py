@@ -6,10 +6,13 @@ from __future__ import annotations
 import typer
 
 from imagegate import __version__
+from imagegate.cli.audit_cmd import app as audit_app
+from imagegate.cli.costs_cmd import costs as costs_command
 from imagegate.cli.doctor_cmd import doctor as doctor_command
 from imagegate.cli.edit_cmd import edit as edit_command
 from imagegate.cli.emulator_cmd import emulator as emulator_command
 from imagegate.cli.generate_cmd import generate as generate_command
+from imagegate.cli.keys_cmd import app as keys_app
 from imagegate.cli.models_cmd import models as models_command
 from imagegate.cli.price_cmd import price as price_command
 
@@ -39,6 +42,9 @@ app.command("edit")(edit_command)
 app.command("models")(models_command)
 app.command("price")(price_command)
 app.command("doctor")(doctor_command)
+app.add_typer(keys_app, name="keys")
+app.command("costs")(costs_command)
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -96,7 +96,10 @@ def usd_to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
 
 
 def nanos_to_usd(nanos: int) -> Decimal:
-    return (Decimal(nanos) * _NANO).normalize() if nanos else Decimal(0)
+    """Integer nano-dollars → Decimal USD without trailing zeros (and never in E-notation)."""
+    usd = (Decimal(nanos) * _NANO).normalize()
+    exponent = usd.as_tuple().exponent
+    return usd.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else usd
 
 
 def parse_usd(field: str, value: str) -> Decimal:

@@ -1,0 +1,153 @@
+"""``imagegate keys``, ``costs`` and ``audit export`` against a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from imagegate.cli.main import app
+from imagegate.policy.budget import BudgetSpec, Period
+from imagegate.ports import EntryKind, LedgerEntry
+from imagegate.stores.sql import open_sql_stores
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'gov.db'}"
+
+
+def invoke(args: list[str], db: str, pepper: str = "pep") -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, args, env={"IMAGEGATE_DATABASE_URL": db, "IMAGEGATE_KEY_PEPPER": pepper})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_keys_create_list_revoke_and_audit(db: str) -> None:
+    code, out, err = invoke(
+        [
+            "keys",
+            "create",
+            "--name",
+            "team-a",
+            "--models",
+            "gpt-image-1",
+            "--rpm",
+            "30",
+            "--budget-usd",
+            "100",
+            "--period",
+            "month",
+            "--max-quality",
+            "high",
+            "--max-n",
+            "4",
+        ],
+        db,
+    )
+    assert code == 0, err
+    plaintext = out.strip()
+    assert plaintext.startswith("ig-") and "only time the key is shown" in err
+
+    async def check() -> tuple[str, Decimal]:
+        stores = await open_sql_stores(db, pepper=b"pep")
+        try:
+            record = await stores.keys.authenticate(plaintext)
+            assert record is not None and record.scope.rpm == 30 and record.scope.max_n == 4
+            budget = record.budget()
+            assert budget == BudgetSpec(f"key:{record.id}", Decimal(100), Period.MONTH)
+            r = await stores.budgets.reserve([budget], Decimal("1.5"), datetime.now(UTC))
+            await stores.budgets.settle(r.id, Decimal("1.25"), datetime.now(UTC))
+            return record.id, record.scope.budget_usd or Decimal(0)
+        finally:
+            await stores.aclose()
+
+    key_id, _ = asyncio.run(check())
+    code, listed, _ = invoke(["keys", "list"], db)
+    assert code == 0 and key_id in listed and "team-a" in listed and plaintext[:7] in listed
+    assert "$1.2500" in listed
+    code, listed_json, _ = invoke(["keys", "list", "--json"], db)
+    [row] = orjson.loads(listed_json)
+    assert row["budget"] == "$100/month" and row["status"] == "active" and row["models"] == "gpt-image-1"
+
+    code, _, err = invoke(["keys", "revoke", "team-a"], db)
+    assert code == 0 and key_id in err
+    assert orjson.loads(invoke(["keys", "list", "--json"], db)[1]) == []
+    assert orjson.loads(invoke(["keys", "list", "--json", "--all"], db)[1])[0]["status"] == "revoked"
+
+    code, exported, err = invoke(["audit", "export"], db)
+    events = [orjson.loads(line) for line in exported.splitlines()]
+    assert [e["action"] for e in events] == ["key.create", "key.revoke"]
+    assert events[0]["details"]["rpm"] == 30 and events[0]["actor_kind"] == "admin"
+    assert "exported 2 audit event(s)" in err
+    secret = plaintext[3:]
+    assert all(secret not in text for text in (listed, listed_json, exported))
+
+
+def test_bad_input_exits_2_naming_the_field(db: str) -> None:
+    code, _, err = invoke(["keys", "create", "--name", "x", "--max-quality", "ultra"], db)
+    assert code == 2 and "--max-quality" in err and "'ultra'" in err
+    code, _, err = invoke(["keys", "create", "--name", "x", "--budget-usd", "lots"], db)
+    assert code == 2 and "--budget-usd" in err
+    code, _, err = invoke(["keys", "revoke", "nobody"], db)
+    assert code == 1 and "nobody" in err
+    code, _, err = invoke(["costs", "--by", "colour"], db)
+    assert code == 2 and "--by" in err and "deployment" in err
+    code, _, err = invoke(["costs", "--since", "yesterday-ish"], db)
+    assert code == 2 and "--since" in err
+
+
+def seed_ledger(db: str) -> None:
+    now = datetime.now(UTC)
+
+    async def seed() -> None:
+        stores = await open_sql_stores(db)
+        try:
+            for rid, model, cost, dep in [
+                ("r1", "gpt-image-1", "0.04", "swe"),
+                ("r2", "dall-e-3", "0.08", "eus"),
+                ("r3", "gpt-image-1", "0.01109", "eus"),
+            ]:
+                common = {
+                    "request_id": rid,
+                    "started_at": now - timedelta(minutes=5),
+                    "status": "ok",
+                    "cost_usd": Decimal(cost),
+                    "cost_exact": True,
+                    "key_id": "key_x",
+                    "logical_model": model,
+                }
+                await stores.ledger.record(LedgerEntry(kind=EntryKind.REQUEST, **common))  # type: ignore[arg-type]
+                await stores.ledger.record(LedgerEntry(kind=EntryKind.ATTEMPT, deployment=dep, **common))  # type: ignore[arg-type]
+        finally:
+            await stores.aclose()
+
+    asyncio.run(seed())
+
+
+def test_costs_formats(db: str) -> None:
+    seed_ledger(db)
+    code, out, err = invoke(["costs", "--by", "model", "--format", "csv"], db)
+    assert code == 0, err
+    assert out.splitlines() == [
+        "model,requests,images,cost_usd,estimated",
+        "dall-e-3,1,1,0.08,0",
+        "gpt-image-1,2,2,0.05109,0",
+    ]
+    code, out, _ = invoke(
+        ["costs", "--by", "deployment", "--format", "json", "--since", "1h", "--tier", "0=10"], db
+    )
+    data = orjson.loads(out)
+    assert {r["group"]: r["cost_usd"] for r in data["rows"]} == {"eus": "0.09109", "swe": "0.04"}
+    assert data["total_usd"] == "0.13109"
+    p = data["projection"]
+    assert Decimal(p["month_to_date_usd"]) == Decimal("0.13109")
+    assert Decimal(p["projected_discounted_usd"]) <= Decimal(p["projected_list_usd"])
+    code, out, _ = invoke(["costs", "--by", "key"], db)
+    assert code == 0 and "key_x" in out and "0.1311" in out and "projected $" in out
+    code, out, _ = invoke(["costs", "--format", "csv", "--since", "2999-01-01"], db)
+    assert out.splitlines() == ["key,requests,images,cost_usd,estimated"]

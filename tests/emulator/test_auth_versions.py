@@ -36,9 +36,13 @@ UNAUTHORIZED = {
 async def test_auth_matrix(client: httpx.AsyncClient, url: str, headers: dict[str, str], status: int) -> None:
     r = await client.post(url, headers=headers, json=BODY)
     assert r.status_code == status, r.text
-    if status == 401:
+    bearer = headers.get("authorization", "").startswith("Bearer ")
+    if status == 401 and not bearer:
         assert r.json() == UNAUTHORIZED
         assert "apim-request-id" in r.headers
+    if status == 401 and bearer:
+        assert r.json()["error"]["code"] == "401"
+        assert r.json()["error"]["message"].startswith("Unauthorized. Access token is missing, invalid")
     if status == 404:
         assert r.json()["error"]["code"] == "DeploymentNotFound"
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.support import KEY, gen_url
-from imagegate.emulator import create_emulator_app
+from emulator.support import KEY, AppFactory, edit_url, gen_url
+from imagegate.emulator import DeploymentSpec, EmulatorConfig, create_emulator_app
 
 V1 = "/openai/v1/images/generations"
 
@@ -213,3 +213,80 @@ async def test_random_bodies_never_500(body: dict[str, Any], deployment: str) ->
         r = await c.post(gen_url(deployment, version), headers=KEY, json=body)
     assert r.status_code in (200, 400), r.text
     assert "error" in r.json() or "data" in r.json()
+
+
+async def test_gpt_image_15_and_dalle2(make_app: AppFactory) -> None:
+    cfg = EmulatorConfig(
+        deployments=(
+            DeploymentSpec(name="g15", model="gpt-image-1.5", image_bytes="small"),
+            DeploymentSpec(name="d2", model="dall-e-2", image_bytes="small"),
+        )
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=make_app(cfg)), base_url="http://e") as c:
+        r = await c.post(gen_url("g15"), headers=KEY, json={"prompt": "p", "n": 2, "size": "1024x1536"})
+        assert r.status_code == 200 and r.json()["usage"]["output_tokens"] == 2 * 6240  # high by default
+        r = await c.post(gen_url("g15"), headers=KEY, json={"prompt": "p", "n": 11})
+        assert r.json()["error"]["param"] == "n"
+        v = "2024-10-21"
+        r = await c.post(gen_url("d2", v), headers=KEY, json={"prompt": "p", "n": 3, "size": "512x512"})
+        assert r.status_code == 200, r.text
+        items = r.json()["data"]
+        assert len(items) == 3 and all(set(i) == {"url"} for i in items) and "usage" not in r.json()
+        for body, param in (
+            ({"prompt": "x" * 1001}, "prompt"),
+            ({"prompt": "p", "size": "1792x1024"}, "size"),
+            ({"prompt": "p", "quality": "hd"}, "quality"),
+            ({"prompt": "p", "style": "vivid"}, "style"),
+        ):
+            r = await c.post(gen_url("d2", v), headers=KEY, json=body)
+            assert (r.status_code, r.json()["error"]["param"]) == (400, param)
+        r = await c.post(gen_url("d2", "2024-02-01"), headers=KEY, json={"prompt": "p"})
+        assert (
+            r.json()["error"]["code"] == "OperationNotSupported"
+        )  # dall-e-2 deployments need 2024-05-01-preview+
+
+
+_form_fields = st.dictionaries(
+    st.sampled_from(
+        [
+            "prompt",
+            "n",
+            "size",
+            "quality",
+            "stream",
+            "partial_images",
+            "output_format",
+            "background",
+            "input_fidelity",
+            "output_compression",
+            "user",
+            "response_format",
+            "mystery",
+        ]
+    ),
+    st.text(max_size=12),
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(fields=_form_fields)
+async def test_random_edit_forms_never_500(fields: dict[str, str]) -> None:
+    app = create_emulator_app(time_scale=0)
+    files = [("image", ("a.png", _TINY_PNG, "image/png"))]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e") as c:
+        r = await c.post(edit_url(), headers=KEY, files=files, data=fields)
+    assert r.status_code in (200, 400), r.text
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+_TINY_PNG = _tiny_png()

@@ -4,7 +4,8 @@
 - ``Authorization: Bearer <token>``: on a deployment configured with ``entra: true`` any token is
   accepted (the emulator does not validate Entra ID tokens; it cannot); on the v1 routes the key
   itself is also accepted as a Bearer token, as ``OpenAI(api_key=<azure key>)`` sends it.
-- Anything else is 401 with Azure's exact body. Keys are checked before the deployment is looked
+- Anything else is 401 with Azure's exact body (the access-token wording when only a bearer token
+  was sent). Keys are checked before the deployment is looked
   up, as at Azure's front door: a request with a bad key to an unknown deployment gets 401, one
   with a good key gets 404 DeploymentNotFound.
 """
@@ -33,7 +34,7 @@ def check_resource(state: EmulatorState, headers: Headers, *, v1: bool) -> None:
         return
     if bearer is not None and (state.any_entra() or (v1 and bearer in keys)):
         return
-    raise unauthorized()
+    raise unauthorized(bearer=key is None and bearer is not None)
 
 
 def check_deployment(dep: DeploymentState, headers: Headers, *, v1: bool) -> None:
@@ -43,4 +44,4 @@ def check_deployment(dep: DeploymentState, headers: Headers, *, v1: bool) -> Non
         return
     if bearer is not None and (dep.spec.entra or (v1 and bearer in dep.spec.api_keys)):
         return
-    raise unauthorized()
+    raise unauthorized(bearer=key is None and bearer is not None)

@@ -42,7 +42,15 @@ class AzureError(Exception):
         self.outcome = outcome
 
 
-def unauthorized() -> AzureError:
+def unauthorized(*, bearer: bool = False) -> AzureError:
+    """401. With a bearer token (and no api-key) Azure answers about the access token instead [I:
+    the wording widely reported for Entra ID failures; the reference has only the key variant]."""
+    if bearer:
+        message = (
+            "Unauthorized. Access token is missing, invalid, audience is incorrect "
+            "(https://cognitiveservices.azure.com), or have expired."
+        )
+        return AzureError(401, {"error": {"code": "401", "message": message}}, outcome="unauthorized")
     return AzureError(
         401,
         {

@@ -27,6 +27,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from imagegate.emulator.png import BandCache, encode_png
 
+Spans = tuple[tuple[int, int], ...]
 STRIP_W = 3840
 BAND = 16
 _NOISE_MASK = 0x07
@@ -173,15 +174,13 @@ class Renderer:
                 self.misses += 1
             return cached
 
-    def picture(self, spec: RenderSpec) -> tuple[Image.Image, tuple[int, int]]:
-        """The PIL image for ``spec`` and the pixel rows its text covers."""
+    def picture(self, spec: RenderSpec) -> tuple[Image.Image, Spans]:
+        """The PIL image for ``spec`` and the spans of pixel rows its text covers."""
         colour = _colour_index(spec)
         img = self._background(spec, colour).copy()
         return img, self._draw_text(img, spec)
 
-    def encode(
-        self, img: Image.Image, spec: RenderSpec, *, text_rows: tuple[int, int] | None = None
-    ) -> bytes:
+    def encode(self, img: Image.Image, spec: RenderSpec, *, text_rows: Spans | None = None) -> bytes:
         """Encode in the spec's format. With ``text_rows``, PNG background bands are reused."""
         fmt = spec.output_format
         if fmt == "png":
@@ -246,7 +245,7 @@ class Renderer:
                 self._background_bytes -= _weight(old)
         return base
 
-    def _draw_text(self, img: Image.Image, spec: RenderSpec) -> tuple[int, int]:
+    def _draw_text(self, img: Image.Image, spec: RenderSpec) -> Spans:
         w, h = img.size
         size = max(10, min(160, min(w, h) // 14))
         font = _font(size)
@@ -259,14 +258,25 @@ class Renderer:
         fill = (20, 20, 28, 255) if img.mode == "RGBA" else (20, 20, 28)
         for i, line in enumerate(lines):
             draw.text((margin, top + i * line_h), line, fill=fill, font=font)
-        return top, min(h, top + line_h * len(lines) + size // 2)
+        spans = [(top, min(h, top + line_h * len(lines) + size // 2))]
+        # A small footer says what this is, so nobody mistakes an emulator image for a real one.
+        small = max(8, size // 3)
+        foot_y = h - int(small * 1.6)
+        if foot_y > spans[0][1]:
+            muted = (90, 90, 100, 255) if img.mode == "RGBA" else (90, 90, 100)
+            footer = _fit(
+                f"imagegate emulator · {w}x{h} · image {spec.index + 1}", _font(small), w - 2 * margin
+            )
+            draw.text((margin, foot_y), footer, fill=muted, font=_font(small))
+            spans.append((foot_y, min(h, foot_y + int(small * 1.4))))
+        return tuple(spans)
 
-    def _band_keys(self, spec: RenderSpec, text_rows: tuple[int, int]) -> list[tuple[object, ...] | None]:
+    def _band_keys(self, spec: RenderSpec, text_rows: Spans) -> list[tuple[object, ...] | None]:
         colour = _colour_index(spec)
         keys: list[tuple[object, ...] | None] = []
         for band, top in enumerate(range(0, spec.height, BAND)):
             bottom = min(spec.height, top + BAND)
-            if top < text_rows[1] and bottom > text_rows[0]:
+            if any(top < end and bottom > start for start, end in text_rows):
                 keys.append(None)
                 continue
             keys.append(

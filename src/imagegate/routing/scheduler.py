@@ -101,6 +101,7 @@ class DeploymentView:
     headroom: float
     in_flight: int
     latency_s: Mapping[str, float]
+    probe: str  # the last active probe's verdict and reason, or "not probed"
 
 
 class Scheduler:
@@ -112,6 +113,7 @@ class Scheduler:
         default_policy: routing.RoutePolicy = routing.RoutePolicy(),
         breaker_config: breaker.BreakerConfig = breaker.BreakerConfig(),
         latency_config: latency.LatencyConfig = latency.LatencyConfig(),
+        health_config: health_policy.HealthConfig = health_policy.HealthConfig(),
         store: StateStore | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -123,6 +125,7 @@ class Scheduler:
         self._default_policy = default_policy
         self._breaker = breaker_config
         self._latency = latency_config
+        self._health = health_config
         self._store: StateStore = store if store is not None else InMemoryStateStore()
         self._clock = clock
         self._sleep = sleep
@@ -385,6 +388,57 @@ class Scheduler:
         await self._store.update(lease.deployment, step)
         self._wake_heads()
 
+    # -- active health probes -------------------------------------------------------------
+
+    async def due_probes(self) -> tuple[str, ...]:
+        """Deployments an active probe should look at now (see ``policy.health.should_probe``)."""
+        now = self._clock()
+        due = []
+        for name in self._deployments:
+            st = await self._store.read(name)
+            closed = breaker.status_at(self._breaker, st.breaker, now) == "closed"
+            if health_policy.should_probe(self._health, st.health, now, breaker_closed=closed):
+                due.append(name)
+        return tuple(due)
+
+    async def begin_probe(self, name: str) -> Lease | None:
+        """A probe counts against Azure's request quota like any request, so it takes a quota
+        slot (without waiting: with no room there is live traffic, which is evidence enough).
+        Returns None when there is no room now."""
+        now = self._clock()
+        qcfg = self._quota.get(name)
+
+        def step(st: DeploymentState) -> tuple[Lease | None, DeploymentState]:
+            if qcfg is None:
+                return Lease(name, "", probe=False, started_at=now, quota_held=False), st
+            answer, qs = quota.try_acquire(qcfg, st.quota, now)
+            if isinstance(answer, quota.Wait):
+                return None, replace(st, quota=qs)
+            return Lease(name, "", probe=False, started_at=now, quota_held=True), replace(st, quota=qs)
+
+        return await self._store.update(name, step)
+
+    async def finish_probe(
+        self, lease: Lease, status: int | None, *, upstream_code: str | None = None, timed_out: bool = False
+    ) -> health_policy.ProbeResult:
+        """Record a probe's answer. A failing probe counts as a breaker failure; a passing one
+        never closes a breaker (it proves reachability, not generation)."""
+        now = self._clock()
+        result = health_policy.interpret(status, upstream_code=upstream_code, timed_out=timed_out)
+
+        def step(st: DeploymentState) -> tuple[None, DeploymentState]:
+            qs = quota.release(st.quota) if lease.quota_held else st.quota
+            bs = st.breaker
+            if result.verdict == "unhealthy":
+                failed = breaker.Outcome(ok=False, status=status, reason=f"probe: {result.reason}")
+                bs = breaker.record(self._breaker, bs, failed, now)
+            hs = health_policy.record_probe(st.health, result, now)
+            return None, replace(st, breaker=bs, quota=qs, health=hs)
+
+        await self._store.update(lease.deployment, step)
+        self._wake_heads()
+        return result
+
     # -- inspection -------------------------------------------------------------------------
 
     async def snapshot(self) -> tuple[DeploymentView, ...]:
@@ -405,6 +459,11 @@ class Scheduler:
                     headroom=quota.headroom(qcfg, st.quota, now) if qcfg else 1.0,
                     in_flight=st.quota.in_flight,
                     latency_s={k: latency.estimate(self._latency, v) for k, v in st.latency.items()},
+                    probe=(
+                        f"{st.health.last_result.verdict}: {st.health.last_result.reason}"
+                        if st.health.last_result is not None
+                        else "not probed"
+                    ),
                 )
             )
         return tuple(views)

@@ -14,6 +14,7 @@ from imagegate.policy.quota import (
     Wait,
     allowance,
     effective_window_s,
+    grants_in_window,
     headroom,
     on_remaining,
     on_throttled,
@@ -127,8 +128,9 @@ def test_additive_recovery_back_to_configured() -> None:
 
 def test_remaining_zero_blocks_a_window() -> None:
     cfg = QuotaConfig(rpm=600, window_s=1)
-    _, s = try_acquire(cfg, QuotaState(), 0.0)
-    s = on_remaining(cfg, s, 0, 0.0)
+    g, s = try_acquire(cfg, QuotaState(), 0.0)
+    assert g == Granted(used=1)
+    s = on_remaining(cfg, s, 0, 0.0, 1)
     d, _ = try_acquire(cfg, s, 0.5)
     assert isinstance(d, Wait) and d.until == 1.0
     assert s.effective_rpm == 60.0  # Azure says 1 used + 0 left = 1 per second
@@ -136,11 +138,22 @@ def test_remaining_zero_blocks_a_window() -> None:
 
 def test_remaining_lower_than_expected_adapts_down_and_negative_is_ignored() -> None:
     cfg = QuotaConfig(rpm=600, window_s=1)  # we believe 10 per second
-    _, s = acquire_n(cfg, QuotaState(), 0.0, 2)
-    s2 = on_remaining(cfg, s, 3, 0.0)  # Azure: 2 used, 3 left -> 5 per second
+    ds, s = acquire_n(cfg, QuotaState(), 0.0, 2)
+    assert ds == [Granted(used=1), Granted(used=2)]
+    s2 = on_remaining(cfg, s, 3, 0.0, 2)  # Azure: 2 used, 3 left -> 5 per second
     assert s2.effective_rpm == 300.0
-    assert on_remaining(cfg, s, -1, 0.0) is s
-    assert on_remaining(cfg, s, 8, 0.0).effective_rpm is None  # consistent with our belief
+    assert on_remaining(cfg, s, -1, 0.0, 2) is s
+    assert on_remaining(cfg, s, 8, 0.0, 2).effective_rpm is None  # consistent with our belief
+
+
+def test_remaining_is_judged_at_admission_not_at_response() -> None:
+    cfg = QuotaConfig(rpm=60, window_s=10)  # 10 per window
+    _, s = acquire_n(cfg, QuotaState(), 0.0, 5)
+    # Later grants push the t=0 ones out of the log; the response for the 5th arrives at t=30.
+    for t in (20.0, 25.0):
+        _, s = try_acquire(cfg, s, t)
+    late = on_remaining(cfg, s, 5, 0.0, 5)  # 5 used + 5 left = 10: all as configured
+    assert late.effective_rpm is None
 
 
 def test_headroom() -> None:
@@ -205,7 +218,7 @@ def test_invariant_grants_never_exceed_limit_in_any_window(
         elif op == "429":
             s = on_throttled(cfg, s, float(max(n, 0)), now)
         elif op == "remaining":
-            s = on_remaining(cfg, s, n, now)
+            s = on_remaining(cfg, s, n, now, max(1, len(grants_in_window(cfg, s, now))))
     # and never above the configured quota in any configured window (what Azure enforces)
     times = [g for g, _ in grants]
     allowed = allowance(cfg, rpm)

@@ -73,13 +73,14 @@ class FakeAzure:
             self.log.append((now, name, 429))
             return 429, 1.0, 0
         self.used[key] = self.used.get(key, 0) + 1
+        remaining = per_window - self.used[key]  # as Azure reports it: at admission
         self.in_flight[name] = self.in_flight.get(name, 0) + 1
         try:
             await asyncio.sleep(self.latency_s)
         finally:
             self.in_flight[name] -= 1
         self.log.append((now, name, 200))
-        return 200, None, per_window - self.used[key]
+        return 200, None, remaining
 
 
 async def send(

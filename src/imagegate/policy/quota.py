@@ -124,7 +124,10 @@ class QuotaState:
 
 @dataclass(frozen=True, slots=True)
 class Granted:
-    """Send now. Call ``release`` when the attempt ends, whatever its outcome."""
+    """Send now. Call ``release`` when the attempt ends, whatever its outcome. ``used`` is how
+    many grants (this one included) the window held at admission; pass it to ``on_remaining``."""
+
+    used: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,7 @@ def try_acquire(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[Granted | 
         return Wait(until=until, reason=f"{allowed} request(s) per {window:g}s window used ({rpm:g} RPM)"), s
     if cfg.max_concurrent is not None and s.in_flight >= cfg.max_concurrent:
         return Wait(until=None, reason=f"{s.in_flight}/{cfg.max_concurrent} concurrent requests"), s
-    return Granted(), replace(s, grants=(*s.grants, now), in_flight=s.in_flight + 1)
+    return Granted(used=len(recent) + 1), replace(s, grants=(*s.grants, now), in_flight=s.in_flight + 1)
 
 
 def release(s: QuotaState) -> QuotaState:
@@ -220,13 +223,17 @@ def on_throttled(cfg: QuotaConfig, s: QuotaState, retry_after_s: float | None, n
     )
 
 
-def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, admitted_at: float) -> QuotaState:
+def on_remaining(
+    cfg: QuotaConfig, s: QuotaState, remaining: int, admitted_at: float, used: int
+) -> QuotaState:
     """Learn from ``x-ratelimit-remaining-requests`` on the response to a request granted at
-    ``admitted_at``.
+    ``admitted_at`` when our window held ``used`` grants (``Granted.used``).
 
     The header describes Azure's window when it *admitted* the request, which for an image can be
-    minutes before the response arrives; so the block and the count are anchored there, not at
-    the response time. Negative values (Azure sometimes sends -1) carry no information.
+    minutes before the response arrives; so the block and the comparison are anchored there, not
+    at the response time. Azure's count in its window never exceeds ours in the sliding window
+    ending at admission, so ``used + remaining`` below our allowance means Azure grants less than
+    we believe. Negative values (Azure sometimes sends -1) carry no information.
     """
     if remaining < 0:
         return s
@@ -234,7 +241,6 @@ def on_remaining(cfg: QuotaConfig, s: QuotaState, remaining: int, admitted_at: f
     rpm = effective_rpm(cfg, s, admitted_at)
     window = effective_window_s(cfg, rpm)
     allowed = allowance(cfg, rpm)
-    used = sum(1 for g in s.grants if admitted_at - window < g <= admitted_at)
     if remaining == 0:
         s = replace(
             s,

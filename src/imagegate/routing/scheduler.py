@@ -52,6 +52,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 ANY_QUALITY = "*"
+MIN_SLEEP_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class Lease:
     probe: bool
     started_at: float
     quota_held: bool
+    window_used: int = 1  # grants in the quota window at admission (for x-ratelimit learning)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,10 +282,12 @@ class Scheduler:
             if blocked is not None:
                 return blocked, st
             qs = st.quota
+            used = 1
             if qcfg is not None:
                 answer, qs = quota.try_acquire(qcfg, st.quota, now)
                 if isinstance(answer, quota.Wait):
                     return Blocked(name, answer.until, answer.reason, health=False), replace(st, quota=qs)
+                used = answer.used
             decision, bs = breaker.acquire(self._breaker, st.breaker, now)
             lease = Lease(
                 deployment=name,
@@ -291,6 +295,7 @@ class Scheduler:
                 probe=isinstance(decision, breaker.Probe),
                 started_at=now,
                 quota_held=qcfg is not None,
+                window_used=used,
             )
             return lease, replace(st, breaker=bs, quota=qs)
 
@@ -337,6 +342,8 @@ class Scheduler:
         if delay <= 0:
             await asyncio.sleep(0)
             return
+        # Float dust (until = now + 4e-15) must not become a sleep the clock cannot resolve.
+        delay = max(delay, MIN_SLEEP_S)
         woken = asyncio.ensure_future(event.wait())
         slept = asyncio.ensure_future(self._sleep(delay))
         try:
@@ -372,7 +379,9 @@ class Scheduler:
                 if result.status == 429:
                     qs = quota.on_throttled(qcfg, qs, result.retry_after_s, now)
                 if result.remaining_requests is not None:
-                    qs = quota.on_remaining(qcfg, qs, result.remaining_requests, lease.started_at)
+                    qs = quota.on_remaining(
+                        qcfg, qs, result.remaining_requests, lease.started_at, lease.window_used
+                    )
             lat = st.latency
             if result.status is not None and 200 <= result.status < 300 and not result.timed_out:
                 took = now - lease.started_at

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -44,10 +45,12 @@ def _config() -> EmulatorConfig:
         DeploymentSpec(
             name="tiny", model="gpt-image-1-mini", rpm=60, window_s=1, concurrency=2, image_bytes="small"
         ),
-        DeploymentSpec(name="faulty", model="gpt-image-1", image_bytes="small"),
+        DeploymentSpec(name="faulty", model="gpt-image-1", image_bytes="small", entra=True),
         DeploymentSpec(name="dalle2", model="dall-e-2", image_bytes="small"),
     )
-    return EmulatorConfig(deployments=default_emulator_config().deployments + extra)
+    # The defaults' 10 requests per 10 s would 429 this suite; quotas are exercised on "tiny".
+    roomy = tuple(d.model_copy(update={"rpm": 60_000}) for d in default_emulator_config().deployments)
+    return EmulatorConfig(deployments=roomy + extra)
 
 
 @pytest.fixture(scope="session")
@@ -351,3 +354,90 @@ def test_chat_completion_for_prompt_rewriting(azure: AzureOpenAI) -> None:
         == "a fox, highly detailed, balanced composition, soft natural light"
     )
     assert result.usage is not None and result.usage.completion_tokens > 0
+
+
+# --- the same calls through each of the three client set-ups -----------------------------------
+
+
+@dataclass
+class Flavour:
+    name: str
+    client: AzureOpenAI | OpenAI
+    deployment: str
+
+
+@pytest.fixture(params=["azure-key", "azure-entra", "openai-v1"])
+def flavour(request: pytest.FixtureRequest, emulator: EmulatorServer) -> Iterator[Flavour]:
+    base = emulator.base_url
+    client: AzureOpenAI | OpenAI
+    if request.param == "azure-key":
+        client, deployment = (
+            AzureOpenAI(azure_endpoint=base, api_key=KEY, api_version=PREVIEW, timeout=20),
+            "gpt-image-1",
+        )
+    elif request.param == "azure-entra":
+        client = AzureOpenAI(
+            azure_endpoint=base,
+            azure_ad_token_provider=lambda: "eyJ.entra.token",
+            api_version=PREVIEW,
+            timeout=20,
+        )
+        deployment = "gpt-image-1-swc"
+    else:
+        client, deployment = OpenAI(base_url=f"{base}/openai/v1/", api_key=KEY, timeout=20), "gpt-image-1"
+    with client:
+        yield Flavour(request.param, client, deployment)
+
+
+def test_matrix_generate(flavour: Flavour) -> None:
+    result = flavour.client.images.generate(model=flavour.deployment, prompt="matrix fox", quality="low", n=2)
+    assert result.data is not None and len(result.data) == 2
+    assert {_png(d.b64_json).size for d in result.data} == {(1024, 1024)}
+    assert result.usage is not None and result.usage.output_tokens == 2 * 272
+
+
+def test_matrix_edit_with_mask(flavour: Flavour) -> None:
+    image, mask = _mask_pair()
+    result = flavour.client.images.edit(
+        model=flavour.deployment,
+        image=("in.png", image, "image/png"),
+        mask=("mask.png", mask, "image/png"),
+        prompt="matrix edit",
+        quality="low",
+    )
+    assert result.data is not None
+    out = _png(result.data[0].b64_json).convert("RGB")
+    original = Image.open(io.BytesIO(image)).convert("RGB")
+    assert out.getpixel((100, 100)) == original.getpixel((100, 100))
+    assert out.getpixel((300, 512)) != original.getpixel((300, 512)) or out.getpixel(
+        (301, 600)
+    ) != original.getpixel((301, 600))
+
+
+def test_matrix_stream(flavour: Flavour) -> None:
+    events = list(
+        flavour.client.images.generate(
+            model=flavour.deployment, prompt="matrix stream", quality="low", stream=True, partial_images=2
+        )
+    )
+    assert [e.type for e in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+
+
+def test_matrix_errors(flavour: Flavour, admin: httpx.Client) -> None:
+    client = flavour.client.with_options(max_retries=0)
+    with pytest.raises(openai.BadRequestError) as filtered:
+        client.images.generate(model=flavour.deployment, prompt="a massacre", quality="low")
+    assert isinstance(filtered.value.body, dict)
+    assert filtered.value.body["inner_error"]["content_filter_results"]["violence"]["filtered"] is True
+    with pytest.raises(openai.NotFoundError):
+        client.images.generate(model="missing-deployment", prompt="x")
+    admin.put(
+        "/_emulator/deployments/faulty/faults", json=[{"kind": "status", "status": 429, "retry_after_s": 3}]
+    )
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.images.generate(model="faulty", prompt="x", quality="low")
+    assert limited.value.response.headers["retry-after"] == "3"

@@ -12,7 +12,7 @@ import itertools
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,9 @@ def redis_url() -> str:
     """Redis at 127.0.0.1:6379 (skip, or fail under IMAGEGATE_REQUIRE_SERVICES=1, when absent)."""
     require_service("Redis", "127.0.0.1", 6379)
     return REDIS_URL
+
+
+@pytest.fixture
+def service_gate() -> Callable[[str, str, int], None]:
+    """:func:`require_service` itself, for the test that checks skip-versus-fail."""
+    return require_service

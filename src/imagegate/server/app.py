@@ -23,7 +23,7 @@ from imagegate.server.middleware import (
     ErrorMiddleware,
     RequestIdMiddleware,
 )
-from imagegate.server.routes import ops
+from imagegate.server.routes import files, images, ops
 from imagegate.server.settings import ServerLimits
 from imagegate.server.state import GatewayState, ModelEntry
 
@@ -68,6 +68,8 @@ def build_app(state: GatewayState) -> FastAPI:
     app.state.gateway = state
     install_error_handlers(app)
     app.include_router(ops.router)
+    app.include_router(images.router)
+    app.include_router(files.router)
     return app
 
 

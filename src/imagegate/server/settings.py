@@ -6,9 +6,14 @@ durations carry their unit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["DEFAULT_LIMITS", "ServerLimits"]
+from imagegate.errors import ConfigError
+
+__all__ = ["DEFAULT_LIMITS", "ServerLimits", "ServerSettings", "settings_from_environ"]
 
 MIB = 1024 * 1024
 
@@ -38,3 +43,53 @@ class ServerLimits:
 
 
 DEFAULT_LIMITS = ServerLimits()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """How the gateway process runs. Built once at start-up by ``settings_from_environ``.
+
+    ==================  =========================  ==============================================
+    field               environment                meaning
+    ==================  =========================  ==============================================
+    admin_key           IMAGEGATE_ADMIN_KEY        guards ``/admin/*``; unset → admin API off
+    url_secret          IMAGEGATE_URL_SECRET       signs image URLs; unset → random per start
+    public_url          IMAGEGATE_PUBLIC_URL       origin put in image URLs (behind a proxy)
+    data_dir            IMAGEGATE_DATA_DIR         SQLite file and images (default .imagegate)
+    database_url        IMAGEGATE_DATABASE_URL     SQLite (default) or PostgreSQL
+    url_ttl_s           IMAGEGATE_URL_TTL_S        lifetime of image URLs (default 3600)
+    ==================  =========================  ==============================================
+    """
+
+    admin_key: str | None = field(default=None, repr=False)
+    url_secret: bytes = field(default=b"", repr=False)
+    public_url: str = ""
+    data_dir: Path = Path(".imagegate")
+    database_url: str | None = field(default=None, repr=False)
+    url_ttl_s: float = 3600.0
+    limits: ServerLimits = DEFAULT_LIMITS
+
+
+def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
+    """Read the server's environment once. A missing URL secret is generated here (and must be
+    shared by every worker of one gateway: ``imagegate serve`` exports it before forking)."""
+    problems: list[str] = []
+    ttl = environ.get("IMAGEGATE_URL_TTL_S", "3600")
+    try:
+        url_ttl_s = float(ttl)
+        if url_ttl_s <= 0:
+            raise ValueError
+    except ValueError:
+        problems.append(f"IMAGEGATE_URL_TTL_S={ttl!r} is not a positive number of seconds")
+        url_ttl_s = 3600.0
+    if problems:
+        raise ConfigError(problems, source="environment")
+    secret = environ.get("IMAGEGATE_URL_SECRET")
+    return ServerSettings(
+        admin_key=environ.get("IMAGEGATE_ADMIN_KEY") or None,
+        url_secret=secret.encode() if secret else secrets.token_bytes(32),
+        public_url=environ.get("IMAGEGATE_PUBLIC_URL", ""),
+        data_dir=Path(environ.get("IMAGEGATE_DATA_DIR", ".imagegate")),
+        database_url=environ.get("IMAGEGATE_DATABASE_URL") or None,
+        url_ttl_s=url_ttl_s,
+    )

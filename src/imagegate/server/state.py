@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.settings import DEFAULT_LIMITS, ServerLimits
+
+if TYPE_CHECKING:
+    from imagegate.server.service import ImageService
 
 __all__ = ["GatewayState", "ModelEntry", "ReadinessCheck", "gateway_state"]
 
@@ -35,6 +39,8 @@ class GatewayState:
     models: Callable[[], Sequence[ModelEntry]] = lambda: ()
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     created_unix: int = 0
+    images: ImageService | None = None
+    admin_key: str | None = field(default=None, repr=False)
 
 
 def gateway_state(request: Request) -> GatewayState:

@@ -1,0 +1,49 @@
+"""``imagegate serve``: run the HTTP gateway under uvicorn.
+
+Thin on purpose: read flags, export what every worker must share, hand over to uvicorn with the
+app factory ``imagegate.server.app:app_from_environ`` (which loads the configuration once per
+worker process, at start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import typer
+
+__all__ = ["serve"]
+
+FACTORY = "imagegate.server.app:app_from_environ"
+
+
+def serve(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML configuration file."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Non-loopback needs keys (see docs)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes (share keys/ledger via the DB)."),
+    log_level: str = typer.Option("info", help="uvicorn/imagegate log level."),
+) -> None:
+    """Run the OpenAI- and Azure-compatible image gateway."""
+    import uvicorn
+
+    if config is not None:
+        if not config.is_file():
+            raise typer.BadParameter(f"{config} is not a file", param_hint="--config")
+        os.environ["IMAGEGATE_CONFIG"] = str(config)
+    # Every worker must sign image URLs with the same secret, or a URL minted by one worker
+    # would be refused by the next; generate one per `serve` when none is configured.
+    os.environ.setdefault("IMAGEGATE_URL_SECRET", secrets.token_urlsafe(32))
+    os.environ["IMAGEGATE_BIND_HOST"] = host
+    os.environ["IMAGEGATE_BIND_PORT"] = str(port)
+    uvicorn.run(
+        FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,  # the gateway writes its own structured access log
+        timeout_keep_alive=30,
+    )

@@ -1,0 +1,36 @@
+"""What the HTTP face needs from the library face: one small Protocol.
+
+The gateway's routes call an ``ImageBackend``; in production that is ``AsyncImageGate`` (the same
+pipeline the Python library runs, adapted in ``server.app``), in route tests a fake. Keeping the
+seam this narrow (httpx's ``handle_async_request`` idea) lets the routes be tested without the
+pipeline and the pipeline without HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Protocol
+
+from imagegate.types import EditRequest, ImageRequest, ImageResult, PartialImage
+
+__all__ = ["ImageBackend", "StreamItem"]
+
+StreamItem = PartialImage | ImageResult
+"""A stream yields partial images, then exactly one ``ImageResult`` (the final images)."""
+
+
+class ImageBackend(Protocol):
+    async def generate(self, request: ImageRequest, *, request_id: str) -> ImageResult: ...
+
+    async def edit(self, request: EditRequest, *, request_id: str) -> ImageResult: ...
+
+    def stream(self, request: ImageRequest, *, request_id: str) -> AsyncIterator[StreamItem]: ...
+
+    def estimate_usd(self, request: ImageRequest) -> Decimal:
+        """An upper estimate of what the request may cost, to reserve against budgets."""
+        ...
+
+    def served_model(self, logical_model: str | None) -> str | None:
+        """The catalog model the caller's ``model`` names first (to tell when a result is degraded)."""
+        ...

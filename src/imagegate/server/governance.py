@@ -1,0 +1,248 @@
+"""Who may call, how often, for how much, and what it cost: the gateway's governance steps.
+
+For each image request, in this order (each step short-circuits by raising from the tree)::
+
+    authorize   virtual key → 401 (missing, unknown, revoked) / 403 (model, n, quality out of scope)
+    rate        the key's rpm → 429 with retry-after
+    reserve     hold the estimated cost on the key's budget → 429 insufficient_quota, naming it
+    ── the library pipeline runs (validate, route, upstream attempts) ──
+    settle      replace the hold by the actual cost (or release it: nothing was sent)
+    record      one ledger row for the request, one per upstream attempt; one audit event
+
+Everything talks to storage through ``imagegate.ports`` Protocols; the composition root picks
+the adapters. With no key store the gateway runs *open* (zero-config on loopback only; see
+``server.app``): every caller is ``anonymous`` and the steps that need a key are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from imagegate.errors import AuthenticationError, ImageGateError, UpstreamFailed
+from imagegate.policy.budget import BudgetSpec
+from imagegate.policy.keys import RequestScope, authorize
+from imagegate.ports import (
+    AuditEvent,
+    AuditLog,
+    BudgetLedger,
+    EntryKind,
+    KeyStore,
+    Ledger,
+    LedgerEntry,
+    RateLimiter,
+    Reservation,
+)
+from imagegate.types import ImageRequest, ImageResult
+
+__all__ = ["ANONYMOUS", "Caller", "Governance", "credential_from"]
+
+log = logging.getLogger("imagegate.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated principal of one request (never the key itself)."""
+
+    key_id: str
+    key_name: str
+    rpm: int | None = None
+    budgets: tuple[BudgetSpec, ...] = ()
+    anonymous: bool = False
+
+
+ANONYMOUS = Caller(key_id="anonymous", key_name="anonymous", anonymous=True)
+
+
+def credential_from(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: Azure's ``api-key`` header, else ``Authorization: Bearer``."""
+    api_key = headers.get("api-key")
+    if api_key:
+        return api_key.strip() or None
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Governance:
+    """The governance steps over storage ports. ``keys=None`` means open mode."""
+
+    keys: KeyStore | None = None
+    rates: RateLimiter | None = None
+    budgets: BudgetLedger | None = None
+    ledger: Ledger | None = None
+    audit: AuditLog | None = None
+    global_budgets: tuple[BudgetSpec, ...] = ()
+    now: Callable[[], datetime] = field(default=_utcnow)
+
+    @property
+    def open(self) -> bool:
+        return self.keys is None
+
+    async def authorize(self, credential: str | None, scope: RequestScope) -> Caller:
+        if self.keys is None:
+            return ANONYMOUS
+        if not credential:
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'api-key: <key>' or 'Authorization: Bearer <key>'."
+            )
+        record = await self.keys.authenticate(credential)
+        auth = authorize(record, scope, self.now())
+        budgets = (*((auth.budget,) if auth.budget else ()), *self.global_budgets)
+        return Caller(key_id=auth.key_id, key_name=auth.key_name, rpm=auth.rpm, budgets=budgets)
+
+    async def rate(self, caller: Caller) -> None:
+        if caller.rpm is not None and self.rates is not None:
+            await self.rates.hit(f"key:{caller.key_id}", caller.rpm)
+
+    async def reserve(self, caller: Caller, estimate_usd: Decimal) -> Reservation | None:
+        if self.budgets is None or not caller.budgets:
+            return None
+        return await self.budgets.reserve(caller.budgets, estimate_usd, self.now())
+
+    async def settle(self, hold: Reservation | None, actual_usd: Decimal | None) -> None:
+        """``actual_usd=None``: nothing was billed, release the hold."""
+        if hold is None or self.budgets is None:
+            return
+        if actual_usd is None:
+            await self.budgets.release(hold.id, self.now())
+        else:
+            await self.budgets.settle(hold.id, actual_usd, self.now())
+
+    async def record(
+        self,
+        *,
+        caller: Caller,
+        request: ImageRequest,
+        request_id: str,
+        started_at: datetime,
+        result: ImageResult | None = None,
+        error: ImageGateError | None = None,
+        cost_usd: Decimal = Decimal(0),
+        cost_exact: bool = False,
+        idempotency_key: str | None = None,
+        http_status: int = 200,
+    ) -> None:
+        """Ledger rows (request + attempts) and one audit event. Failures here are logged, never
+        turned into a failed response: the image was already made and billed."""
+        try:
+            await self._record(
+                caller, request, request_id, started_at, result, error, cost_usd, cost_exact,
+                idempotency_key, http_status,
+            )  # fmt: skip
+        except Exception as exc:
+            log.error("could not record request %s in the ledger/audit log", request_id, exc_info=exc)
+
+    async def _record(
+        self,
+        caller: Caller,
+        request: ImageRequest,
+        request_id: str,
+        started_at: datetime,
+        result: ImageResult | None,
+        error: ImageGateError | None,
+        cost_usd: Decimal,
+        cost_exact: bool,
+        idempotency_key: str | None,
+        http_status: int,
+    ) -> None:
+        finished = self.now()
+        status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
+        if self.ledger is not None:
+            usage = result.usage if result else None
+            await self.ledger.record(
+                LedgerEntry(
+                    kind=EntryKind.REQUEST,
+                    request_id=request_id,
+                    started_at=started_at,
+                    status=status,
+                    cost_usd=cost_usd,
+                    cost_exact=cost_exact,
+                    key_id=caller.key_id,
+                    logical_model=request.model,
+                    model=result.model if result else None,
+                    deployment=result.deployment if result else None,
+                    region=result.region if result else None,
+                    size=request.size,
+                    quality=request.quality,
+                    n=request.n,
+                    text_in_tokens=usage.input_text_tokens if usage else 0,
+                    image_in_tokens=usage.input_image_tokens if usage else 0,
+                    image_out_tokens=(usage.output_image_tokens or usage.output_tokens) if usage else 0,
+                    http_status=http_status,
+                    error_code=error.code if error else None,
+                    latency_ms=(finished - started_at).total_seconds() * 1000,
+                    idempotency_key=idempotency_key,
+                    finished_at=finished,
+                )
+            )
+            for attempt in result.attempts if result else ():
+                await self.ledger.record(
+                    LedgerEntry(
+                        kind=EntryKind.ATTEMPT,
+                        request_id=request_id,
+                        started_at=started_at,
+                        status=attempt.outcome,
+                        attempt=attempt.number,
+                        cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
+                        cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
+                        key_id=caller.key_id,
+                        logical_model=request.model,
+                        model=result.model if result else None,
+                        deployment=attempt.deployment,
+                        http_status=attempt.status_code,
+                        latency_ms=attempt.latency_s * 1000,
+                        finished_at=finished,
+                    )
+                )
+        if self.audit is not None:
+            await self.audit.record(
+                AuditEvent(
+                    at=finished,
+                    actor_kind="anonymous" if caller.anonymous else "key",
+                    action=f"image.{request.operation}",
+                    outcome=status if error is None else error.code,
+                    actor_id=caller.key_id,
+                    actor_name=caller.key_name,
+                    target=request.model,
+                    request_id=request_id,
+                    cost_usd=cost_usd,
+                    prompt_sha256=hashlib.sha256(request.prompt.encode()).hexdigest(),
+                    details={"n": request.n, "http_status": http_status},
+                )
+            )
+
+    async def admin_event(
+        self, action: str, outcome: str, *, target: str | None, request_id: str | None
+    ) -> None:
+        if self.audit is not None:
+            await self.audit.record(
+                AuditEvent(
+                    at=self.now(),
+                    actor_kind="admin",
+                    action=action,
+                    outcome=outcome,
+                    actor_id="admin",
+                    target=target,
+                    request_id=request_id,
+                )
+            )
+
+
+def scopes_for(request: ImageRequest) -> RequestScope:
+    return RequestScope(logical_model=request.model or "default", n=request.n, quality=request.quality)
+
+
+def budget_names(caller: Caller) -> Sequence[str]:
+    return [b.name for b in caller.budgets]

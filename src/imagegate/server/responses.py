@@ -1,0 +1,80 @@
+"""``ImageResult`` → the OpenAI/Azure images response, as pre-encoded bytes, plus our headers.
+
+Bytes matter here (DESIGN.md, "Moving image bytes"): the upstream base64 string is placed into
+the response as received, encoded exactly once by ``orjson.dumps`` (a straight copy; base64 has
+nothing to escape). Nothing is decoded, re-encoded, logged or hashed on this path; only
+``response_format=url`` decodes each image once, to store it where its URL points.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from imagegate.types import GeneratedImage, ImageResult, Usage
+
+__all__ = ["image_payload", "result_headers", "usage_payload"]
+
+
+def usage_payload(usage: Usage) -> dict[str, Any]:
+    """The ``usage`` object in OpenAI's field names."""
+    out: dict[str, Any] = {
+        "total_tokens": usage.total_tokens,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "input_tokens_details": {
+            "text_tokens": usage.input_text_tokens,
+            "image_tokens": usage.input_image_tokens,
+        },
+    }
+    if usage.output_image_tokens is not None or usage.output_text_tokens is not None:
+        out["output_tokens_details"] = {
+            "image_tokens": usage.output_image_tokens or 0,
+            "text_tokens": usage.output_text_tokens or 0,
+        }
+    return out
+
+
+def _item(image: GeneratedImage, url: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"url": url} if url is not None else {"b64_json": image.b64_json}
+    if image.revised_prompt is not None:
+        item["revised_prompt"] = image.revised_prompt
+    return item
+
+
+def image_payload(
+    result: ImageResult,
+    *,
+    urls: Sequence[str] | None = None,
+    echo: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The response body as a dict ready for ``orjson.dumps``. ``urls`` replaces the base64 of
+    each image (``response_format=url``); ``echo`` adds OpenAI's top-level ``size``,
+    ``quality``, ``background``, ``output_format`` when known."""
+    data = [_item(img, urls[i] if urls is not None else None) for i, img in enumerate(result.images)]
+    body: dict[str, Any] = {"created": result.created or int(time.time()), "data": data}
+    if echo:
+        body.update({k: v for k, v in echo.items() if v is not None})
+    if result.usage is not None:
+        body["usage"] = usage_payload(result.usage)
+    return body
+
+
+def result_headers(result: ImageResult) -> dict[str, str]:
+    """``x-imagegate-*``: where the images came from, what they cost, what was changed.
+
+    ``translated`` lists the parameters translation changed (``field`` names only, semicolon
+    separated); ``degraded`` is set when the serving model is not the one the caller named.
+    """
+    headers = {"x-imagegate-model": result.model, "x-imagegate-deployment": result.deployment}
+    if result.region:
+        headers["x-imagegate-region"] = result.region
+    if result.cost is not None:
+        headers["x-imagegate-cost-usd"] = format(result.cost.rounded(6), "f")
+        headers["x-imagegate-cost-estimated"] = "true" if result.cost.estimated else "false"
+    if result.changes:
+        headers["x-imagegate-translated"] = ";".join(dict.fromkeys(c.field for c in result.changes))
+    if result.attempts:
+        headers["x-imagegate-attempts"] = str(len(result.attempts))
+    return headers

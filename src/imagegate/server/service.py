@@ -1,0 +1,303 @@
+"""One image request through the gateway: governance around the backend, then the bytes out.
+
+Routes parse; this module decides the order of the steps and encodes the answer::
+
+    authorize → rate → idempotency claim → reserve → backend (pipeline) → settle → record
+              → encode (b64 as received, or stored once and served by signed URL) → complete claim
+
+An ``Idempotency-Key`` makes a request run at most once per key and body: a repeat while the
+first runs waits for it, a repeat after it replays the stored response byte for byte, and the
+same key with another body is a 409. Nothing is billed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from imagegate.errors import ImageGateError, InvalidRequest, StorageError, UpstreamFailed
+from imagegate.policy.keys import RequestScope
+from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
+from imagegate.server.backend import ImageBackend
+from imagegate.server.errors import internal_error_response, render_error
+from imagegate.server.governance import Caller, Governance, credential_from
+from imagegate.server.metrics import GatewayMetrics
+from imagegate.server.parsing import ParsedCall
+from imagegate.server.responses import image_payload, result_headers, usage_payload
+from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
+from imagegate.server.urls import UrlSigner
+from imagegate.types import EditRequest, ImageRequest, ImageResult, PartialImage
+
+__all__ = ["ImageService"]
+
+_FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+IDEMPOTENCY_LEASE_S = 900.0
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+IDEMPOTENCY_POLL_S = 0.25
+REPLAY_MEMORY_ENTRIES = 256
+
+
+@dataclass
+class ImageService:
+    backend: ImageBackend
+    governance: Governance
+    metrics: GatewayMetrics
+    signer: UrlSigner
+    default_model: str = "default"
+    blobs: BlobStore | None = None
+    idempotency: IdempotencyStore | None = None
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    _replays: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+
+    # ------------------------------------------------------------------ entry point
+
+    async def handle(
+        self,
+        call: ParsedCall,
+        *,
+        headers: Mapping[str, str],
+        request_id: str,
+        origin: str,
+        state: dict[str, Any],
+    ) -> Response:
+        request = call.request
+        scope = RequestScope(
+            logical_model=request.model or self.default_model, n=request.n, quality=request.quality
+        )
+        caller = await self.governance.authorize(credential_from(headers), scope)
+        state["key_id"] = caller.key_id
+        state["model"] = scope.logical_model
+        await self.governance.rate(caller)
+        if call.response_format == "url" and self.blobs is None:
+            raise InvalidRequest.for_field(
+                "response_format", "url", "b64_json (this gateway has no image store)"
+            )
+        idem_key = headers.get("idempotency-key")
+        if call.stream:
+            return await self._stream(call, caller, request_id)
+        if not idem_key or self.idempotency is None:
+            return await self._run(call, caller, request_id, origin, idem_key)
+        return await self._idempotent(call, caller, request_id, origin, idem_key)
+
+    # ------------------------------------------------------------------ idempotency
+
+    async def _idempotent(
+        self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str
+    ) -> Response:
+        assert self.idempotency is not None
+        fingerprint = _fingerprint(call)
+        deadline = self.clock() + IDEMPOTENCY_LEASE_S
+        while True:
+            now = self.governance.now()
+            claim = await self.idempotency.claim(
+                caller.key_id, idem_key, fingerprint, now, lease_s=IDEMPOTENCY_LEASE_S
+            )
+            if claim.status is ClaimStatus.DONE and claim.record.response_ref:
+                return await self._replay(claim.record.response_ref)
+            if claim.status is ClaimStatus.CLAIMED:
+                break
+            if self.clock() > deadline:
+                raise StorageError(f"the request with Idempotency-Key {idem_key!r} is still running")
+            await self.sleep(IDEMPOTENCY_POLL_S)  # another request holds the key: wait for it
+        try:
+            response = await self._run(call, caller, request_id, origin, idem_key)
+        except BaseException:
+            await self.idempotency.release(caller.key_id, idem_key)
+            raise
+        ref = await self._remember(response)
+        await self.idempotency.complete(
+            caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
+        )
+        response.headers["x-imagegate-idempotent-replay"] = "false"
+        return response
+
+    async def _remember(self, response: Response) -> str:
+        body = bytes(response.body)
+        headers = {k: v for k, v in response.headers.items() if k.startswith("x-imagegate-")}
+        if self.blobs is not None:
+            ref = await self.blobs.put(body, "application/json")
+            return orjson.dumps({"blob": ref.digest, "headers": headers}).decode()
+        key = hashlib.sha256(body).hexdigest()
+        self._replays[key] = body
+        while len(self._replays) > REPLAY_MEMORY_ENTRIES:
+            self._replays.popitem(last=False)
+        return orjson.dumps({"mem": key, "headers": headers}).decode()
+
+    async def _replay(self, ref: str) -> Response:
+        meta = orjson.loads(ref)
+        if "blob" in meta and self.blobs is not None:
+            body = await self.blobs.get(meta["blob"])
+        elif meta.get("mem") in self._replays:
+            body = self._replays[meta["mem"]]
+        else:
+            raise StorageError("the stored response for this Idempotency-Key is no longer available")
+        headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}
+        return Response(body, media_type="application/json", headers=headers)
+
+    # ------------------------------------------------------------------ one run
+
+    async def _call_backend(self, request: ImageRequest, request_id: str) -> ImageResult:
+        if isinstance(request, EditRequest):
+            return await self.backend.edit(request, request_id=request_id)
+        return await self.backend.generate(request, request_id=request_id)
+
+    async def _guarded(
+        self, caller: Caller, request: ImageRequest
+    ) -> tuple[Reservation | None, datetime, Decimal]:
+        started = self.governance.now()
+        estimate = self.backend.estimate_usd(request)
+        hold = await self.governance.reserve(caller, estimate)
+        return hold, started, estimate
+
+    async def _failed(
+        self,
+        exc: BaseException,
+        caller: Caller,
+        request: ImageRequest,
+        request_id: str,
+        hold: Reservation | None,
+        started: datetime,
+        estimate: Decimal,
+        idem_key: str | None,
+    ) -> None:
+        """Settle and record a failure (shielded: a client that hung up must not leave a budget
+        hold behind). A request that was sent may have been billed: its estimate is kept."""
+        billed = estimate if isinstance(exc, UpstreamFailed) else None
+        error = exc if isinstance(exc, ImageGateError) else None
+        status = error.http_status if error else 500
+        with anyio.CancelScope(shield=True):
+            await self.governance.settle(hold, billed)
+            await self.governance.record(
+                caller=caller, request=request, request_id=request_id, started_at=started, error=error,
+                cost_usd=billed or Decimal(0), cost_exact=billed is None, idempotency_key=idem_key,
+                http_status=status,
+            )  # fmt: skip
+
+    async def _succeeded(
+        self,
+        result: ImageResult,
+        caller: Caller,
+        request: ImageRequest,
+        request_id: str,
+        hold: Reservation | None,
+        started: datetime,
+        estimate: Decimal,
+        idem_key: str | None,
+    ) -> None:
+        cost = result.cost.usd if result.cost is not None else estimate
+        exact = result.cost is not None and not result.cost.estimated
+        await self.governance.settle(hold, cost)
+        await self.governance.record(
+            caller=caller, request=request, request_id=request_id, started_at=started, result=result,
+            cost_usd=cost, cost_exact=exact, idempotency_key=idem_key,
+        )  # fmt: skip
+        self.metrics.observe_images(model=result.model, operation=request.operation, count=len(result.images))
+        self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
+
+    async def _run(
+        self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
+    ) -> Response:
+        request = call.request
+        hold, started, estimate = await self._guarded(caller, request)
+        try:
+            result = await self._call_backend(request, request_id)
+        except BaseException as exc:
+            await self._failed(exc, caller, request, request_id, hold, started, estimate, idem_key)
+            raise
+        await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
+        urls = await self._store(result, origin) if call.response_format == "url" else None
+        body = orjson.dumps(image_payload(result, urls=urls, echo=_echo(request, result)))
+        headers = result_headers(result)
+        if self.backend.served_model(request.model) not in (None, result.model):
+            headers["x-imagegate-degraded"] = "true"
+        return Response(body, media_type="application/json", headers=headers)
+
+    async def _store(self, result: ImageResult, origin: str) -> list[str]:
+        """Decode each image once, store it content-addressed, answer with signed URLs."""
+        assert self.blobs is not None
+        urls = []
+        for image in result.images:
+            content_type = _FORMAT_TYPES.get(image.format or "png", "image/png")
+            ref = await self.blobs.put(image.data, content_type)
+            urls.append(self.signer.url(ref.digest, content_type, self.clock(), origin))
+        return urls
+
+    # ------------------------------------------------------------------ streaming
+
+    async def _stream(self, call: ParsedCall, caller: Caller, request_id: str) -> Response:
+        request = call.request
+        hold, started, estimate = await self._guarded(caller, request)
+        items = self.backend.stream(request, request_id=request_id)
+        try:
+            first = await anext(items)  # failures before the first event keep their HTTP status
+        except BaseException as exc:
+            await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+            raise
+        prefix = event_prefix(request.operation)
+        echo = _echo(request, None)
+
+        async def frames() -> AsyncIterator[bytes]:
+            item: PartialImage | ImageResult | None = first
+            try:
+                while item is not None:
+                    if isinstance(item, PartialImage):
+                        payload = {
+                            "b64_json": item.image.b64_json,
+                            "partial_image_index": item.index,
+                            "created_at": int(self.clock()),
+                            **echo,
+                        }
+                        yield encode_event(f"{prefix}.partial_image", payload)
+                    else:
+                        await self._succeeded(
+                            item, caller, request, request_id, hold, started, estimate, None
+                        )
+                        for image in item.images:
+                            payload = {"b64_json": image.b64_json, "created_at": int(self.clock()), **echo}
+                            if item.usage is not None:
+                                payload["usage"] = usage_payload(item.usage)
+                            yield encode_event(f"{prefix}.completed", payload)
+                    item = await anext(items, None)
+            except ImageGateError as exc:
+                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                yield error_event(bytes(render_error(exc, request_id=request_id).body))
+            except Exception as exc:
+                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                yield error_event(bytes(internal_error_response(request_id).body))
+                raise
+
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=dict(SSE_HEADERS))
+
+
+def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:
+    """OpenAI's top-level ``size``/``quality``/``background``/``output_format`` when known."""
+    out: dict[str, Any] = {}
+    for name in ("size", "quality", "background", "output_format"):
+        value = getattr(request, name)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _fingerprint(call: ParsedCall) -> str:
+    """What makes two requests "the same" for an Idempotency-Key: every parameter, the prompt
+    and the bytes of each uploaded image (hashed once, only when the header is present)."""
+    request = call.request
+    digest = hashlib.sha256()
+    digest.update(orjson.dumps([request.operation, request.model, request.prompt, request.params()]))
+    digest.update(orjson.dumps([call.stream, call.response_format]))
+    if isinstance(request, EditRequest):
+        for image in (*request.images, *((request.mask,) if request.mask else ())):
+            digest.update(hashlib.sha256(image.data).digest())
+    return digest.hexdigest()

@@ -1,0 +1,195 @@
+"""Virtual keys, rpm, budgets, ledger, audit and Idempotency-Key through the HTTP routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import anyio
+import httpx
+import pytest
+
+from imagegate.errors import UpstreamFailed
+from imagegate.policy.budget import Period
+from imagegate.ports import EntryKind, KeyScope
+from imagegate.server.governance import Governance
+from imagegate.stores.memory import MemoryStores
+
+from .fakes import FakeBackend, FakeBlobs, FakeRates
+from .test_images import make_app
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def stores() -> MemoryStores:
+    return MemoryStores()
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+async def gw(stores: MemoryStores, backend: FakeBackend) -> AsyncIterator[httpx.AsyncClient]:
+    gov = Governance(
+        keys=stores.keys,
+        rates=FakeRates(),
+        budgets=stores.budgets,
+        ledger=stores.ledger,
+        audit=stores.audit,
+        now=lambda: NOW,
+    )
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=FakeBlobs())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        yield c
+
+
+async def _key(stores: MemoryStores, **scope: object) -> str:
+    return (await stores.keys.create("team-a", KeyScope(**scope), NOW)).plaintext  # type: ignore[arg-type]
+
+
+GEN = "/v1/images/generations"
+
+
+async def test_missing_and_wrong_keys_are_401(gw: httpx.AsyncClient, backend: FakeBackend) -> None:
+    r = await gw.post(GEN, json={"prompt": "x"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = await gw.post(
+        GEN, json={"prompt": "x"}, headers={"authorization": "Bearer ig-not-a-real-key-000000000"}
+    )
+    assert r.status_code == 401
+    assert backend.calls == []
+
+
+async def test_bearer_and_api_key_headers_both_work(gw: httpx.AsyncClient, stores: MemoryStores) -> None:
+    key = await _key(stores)
+    assert (
+        await gw.post(GEN, json={"prompt": "x"}, headers={"authorization": f"Bearer {key}"})
+    ).status_code == 200
+    assert (await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})).status_code == 200
+
+
+async def test_revoked_key_is_401(gw: httpx.AsyncClient, stores: MemoryStores) -> None:
+    new = await stores.keys.create("old", KeyScope(), NOW)
+    await stores.keys.revoke(new.record.id, NOW)
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": new.plaintext})
+    assert r.status_code == 401
+
+
+async def test_out_of_scope_is_403_naming_what_is_allowed(
+    gw: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    key = await _key(stores, models=("cheap",), max_n=1)
+    r = await gw.post(GEN, json={"prompt": "x", "model": "gpt-image-1"}, headers={"api-key": key})
+    assert r.status_code == 403 and "cheap" in r.json()["error"]["message"]
+    r = await gw.post(GEN, json={"prompt": "x", "model": "cheap", "n": 2}, headers={"api-key": key})
+    assert r.status_code == 403 and "n=1" in r.json()["error"]["message"]
+
+
+async def test_rpm_is_429_with_retry_after(gw: httpx.AsyncClient, stores: MemoryStores) -> None:
+    key = await _key(stores, rpm=2)
+    statuses = [
+        (await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
+    assert r.headers["retry-after"] == "13" and r.headers["retry-after-ms"] == "12500"
+    assert "x-should-retry" not in r.headers
+
+
+async def test_budget_is_reserved_then_settled_and_exhaustion_names_it(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    # estimate 0.05 is held, actual 0.042 is settled: 0.10 allows two requests, not a third
+    key = await _key(stores, budget_usd=Decimal("0.10"), budget_period=Period.MONTH)
+    assert (await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})).status_code == 200
+    assert (await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})).status_code == 200
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
+    assert r.status_code == 429
+    err = r.json()["error"]
+    assert err["code"] == "budget_exceeded" and err["budget"].startswith("key:")
+    assert err["remaining_usd"] == "0.0160"
+    assert r.headers["x-should-retry"] == "false"
+    assert len(backend.calls) == 2
+
+
+async def test_ledger_has_request_and_attempt_rows_and_audit_has_event(
+    gw: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    key = await _key(stores)
+    r = await gw.post(GEN, json={"prompt": "a secret prompt", "model": "default"}, headers={"api-key": key})
+    rid = r.headers["x-request-id"]
+    rows = await stores.ledger.entries(request_id=rid)
+    kinds = sorted((e.kind.value, e.attempt) for e in rows)
+    assert kinds == [("attempt", 1), ("attempt", 2), ("request", 0)]
+    request_row = next(e for e in rows if e.kind is EntryKind.REQUEST)
+    assert request_row.cost_usd == Decimal("0.042") and request_row.cost_exact
+    assert request_row.deployment == "gpt-image-1-swc" and request_row.logical_model == "default"
+    events = [e async for e in stores.audit.export()]
+    assert len(events) == 1
+    assert events[0].action == "image.generate" and events[0].request_id == rid
+    assert events[0].prompt is None and events[0].prompt_sha256
+
+
+async def test_failed_upstream_keeps_estimate_on_the_budget(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
+    backend.fail_with = UpstreamFailed("reset after send")
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": new.plaintext})
+    assert r.status_code == 502
+    budget = new.record.budget()
+    assert budget is not None
+    usage = await stores.budgets.usage(budget, NOW)
+    assert usage.spent_usd == Decimal("0.05") and usage.reserved_usd == 0
+
+
+async def test_idempotency_key_replays_without_a_second_generation(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    key = await _key(stores)
+    headers = {"api-key": key, "idempotency-key": "order-42"}
+    first = await gw.post(GEN, json={"prompt": "x", "n": 2}, headers=headers)
+    second = await gw.post(GEN, json={"prompt": "x", "n": 2}, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content
+    assert second.headers["x-imagegate-idempotent-replay"] == "true"
+    assert second.headers["x-imagegate-cost-usd"] == first.headers["x-imagegate-cost-usd"]
+    assert len(backend.calls) == 1
+    r = await gw.post(GEN, json={"prompt": "y", "n": 2}, headers=headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    assert len(backend.calls) == 1
+
+
+async def test_idempotent_repeat_while_first_runs_waits_for_it(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    key = await _key(stores)
+    headers = {"api-key": key, "idempotency-key": "concurrent-1"}
+    backend.gate = anyio.Event()
+    results: list[httpx.Response] = []
+
+    async def call() -> None:
+        results.append(await gw.post(GEN, json={"prompt": "x"}, headers=headers))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call)
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        backend.gate.set()
+    assert [r.status_code for r in results] == [200, 200]
+    assert results[0].content == results[1].content
+    assert len(backend.calls) == 1
+
+
+async def test_idempotency_key_is_per_virtual_key(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    a, b = await _key(stores), await _key(stores)
+    for key in (a, b):
+        r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key, "idempotency-key": "same"})
+        assert r.status_code == 200
+    assert len(backend.calls) == 2

@@ -1,0 +1,209 @@
+"""Image routes over a fake backend: shapes, headers, URLs, streaming, both route families."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from imagegate.errors import NoDeploymentAvailable, UpstreamFailed
+from imagegate.server.app import build_app
+from imagegate.server.governance import Governance
+from imagegate.server.metrics import GatewayMetrics
+from imagegate.server.service import ImageService
+from imagegate.server.state import GatewayState
+from imagegate.server.urls import UrlSigner
+
+from .fakes import PNG, PNG_B64, FakeBackend, FakeBlobs
+from .images import png
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_app(backend: FakeBackend, *, clock: Clock | None = None, **service: object) -> FastAPI:
+    metrics = GatewayMetrics()
+    svc = ImageService(
+        backend=backend,
+        governance=service.pop("governance", Governance()),  # type: ignore[arg-type]
+        metrics=metrics,
+        signer=UrlSigner(secret=b"test-secret", ttl_s=600),
+        clock=clock or Clock(),
+        **service,  # type: ignore[arg-type]
+    )
+    return build_app(GatewayState(metrics=metrics, images=svc))
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+async def gw(backend: FakeBackend) -> AsyncIterator[httpx.AsyncClient]:
+    app = make_app(backend, blobs=FakeBlobs())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        yield c
+
+
+async def test_generation_returns_openai_body_and_gateway_headers(
+    gw: httpx.AsyncClient, backend: FakeBackend
+) -> None:
+    r = await gw.post("/v1/images/generations", json={"prompt": "a fox", "n": 2, "size": "1024x1024"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["created"] == 1_700_000_000
+    assert [d["b64_json"] for d in body["data"]] == [PNG_B64, PNG_B64]
+    assert body["usage"]["input_tokens_details"] == {"text_tokens": 10, "image_tokens": 0}
+    assert body["size"] == "1024x1024"
+    assert r.headers["x-imagegate-model"] == "gpt-image-1"
+    assert r.headers["x-imagegate-deployment"] == "gpt-image-1-swc"
+    assert r.headers["x-imagegate-region"] == "swedencentral"
+    assert r.headers["x-imagegate-cost-usd"] == "0.042000"
+    assert r.headers["x-imagegate-cost-estimated"] == "false"
+    assert r.headers["x-imagegate-attempts"] == "2"
+    assert "content-encoding" not in r.headers
+    assert backend.calls[0].prompt == "a fox" and backend.calls[0].model is None
+    assert backend.request_ids == [r.headers["x-request-id"]]
+
+
+async def test_gzip_is_never_applied_to_image_bodies(gw: httpx.AsyncClient) -> None:
+    r = await gw.post("/v1/images/generations", json={"prompt": "x"}, headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in r.headers
+
+
+async def test_azure_route_uses_path_model_and_needs_api_version(
+    gw: httpx.AsyncClient, backend: FakeBackend
+) -> None:
+    url = "/openai/deployments/cheap/images/generations"
+    r = await gw.post(
+        url, params={"api-version": "2025-04-01-preview"}, json={"prompt": "x", "model": "cheap"}
+    )
+    assert r.status_code == 200, r.text
+    assert backend.calls[-1].model == "cheap"
+    r = await gw.post(url, json={"prompt": "x"})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "api-version"
+
+
+async def test_response_format_url_serves_the_image_by_signed_url(gw: httpx.AsyncClient) -> None:
+    r = await gw.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})
+    assert r.status_code == 200, r.text
+    url = r.json()["data"][0]["url"]
+    assert "b64_json" not in r.json()["data"][0]
+    assert url.startswith("http://gw/v1/files/images/") and "sig=" in url
+    img = await gw.get(url)
+    assert img.status_code == 200
+    assert img.headers["content-type"] == "image/png"
+    assert img.content == PNG
+    tampered = url.replace("sig=", "sig=x")
+    assert (await gw.get(tampered)).status_code == 403
+    other = url.replace("/images/", "/images/0" if "/images/0" not in url else "/images/1", 1)
+    assert (await gw.get(other)).status_code in (403, 404)
+
+
+async def test_signed_url_expires(backend: FakeBackend) -> None:
+    clock = Clock()
+    app = make_app(backend, clock=clock, blobs=FakeBlobs())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        url = (await c.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})).json()[
+            "data"
+        ][0]["url"]
+        clock.t += 601
+        r = await c.get(url)
+    assert r.status_code == 403
+    assert "expired" in r.json()["error"]["message"]
+
+
+async def test_url_without_blob_store_is_a_clear_400(backend: FakeBackend) -> None:
+    app = make_app(backend)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "response_format"
+    assert backend.calls == []
+
+
+async def test_edit_multipart_on_both_route_families(gw: httpx.AsyncClient, backend: FakeBackend) -> None:
+    files = [("image[]", ("a.png", png(), "image/png")), ("image[]", ("b.png", png(), "image/png"))]
+    r = await gw.post("/v1/images/edits", data={"prompt": "hat", "model": "gpt-image-1"}, files=files)
+    assert r.status_code == 200, r.text
+    edit = backend.calls[-1]
+    assert edit.operation == "edit" and edit.model == "gpt-image-1"
+    r = await gw.post(
+        "/openai/deployments/default/images/edits",
+        params={"api-version": "2025-04-01-preview"},
+        data={"prompt": "hat"},
+        files={"image": ("a.png", png(), "image/png"), "mask": ("m.png", png(), "image/png")},
+    )
+    assert r.status_code == 200, r.text
+    assert backend.calls[-1].model == "default"
+
+
+def _events(text: str) -> list[tuple[str, dict[str, object]]]:
+    out = []
+    for frame in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in frame.split("\n"))
+        out.append((lines["event"], orjson.loads(lines["data"])))
+    return out
+
+
+async def test_stream_sends_partial_then_completed_events(gw: httpx.AsyncClient) -> None:
+    r = await gw.post("/v1/images/generations", json={"prompt": "x", "stream": True, "partial_images": 2})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = _events(r.text)
+    assert [e for e, _ in events] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert [d["partial_image_index"] for _, d in events[:2]] == [0, 1]
+    final = events[-1][1]
+    assert final["type"] == "image_generation.completed" and final["b64_json"] == PNG_B64
+    assert isinstance(final["usage"], dict)
+
+
+async def test_stream_error_before_first_event_keeps_its_status(backend: FakeBackend) -> None:
+    backend.fail_with = NoDeploymentAvailable("every deployment is open", retry_after_s=3)
+    app = make_app(backend)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/images/generations", json={"prompt": "x", "stream": True})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "3"
+
+
+async def test_upstream_failure_is_502_and_tells_the_sdk_not_to_retry(backend: FakeBackend) -> None:
+    backend.fail_with = UpstreamFailed("connection reset after sending", deployment="gpt-image-1")
+    app = make_app(backend)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/images/generations", json={"prompt": "x"})
+    assert r.status_code == 502
+    assert r.headers["x-should-retry"] == "false"
+    assert r.json()["error"]["deployment"] == "gpt-image-1"
+
+
+async def test_metrics_count_images_and_cost(gw: httpx.AsyncClient) -> None:
+    await gw.post("/v1/images/generations", json={"prompt": "x", "n": 3})
+    text = (await gw.get("/metrics")).text
+    assert 'imagegate_images_total{model="gpt-image-1",operation="generate"} 3.0' in text
+    assert 'imagegate_cost_usd_total{deployment="gpt-image-1-swc",model="gpt-image-1"} 0.042' in text
+
+
+async def test_bad_body_never_reaches_the_backend(gw: httpx.AsyncClient, backend: FakeBackend) -> None:
+    r = await gw.post("/v1/images/generations", content=b'{"prompt": "x", "n": "lots"}')
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    assert backend.calls == []
+
+
+def test_png_fixture_is_real() -> None:
+    assert base64.b64decode(PNG_B64) == PNG and PNG.startswith(b"\x89PNG")

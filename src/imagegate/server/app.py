@@ -23,7 +23,7 @@ from imagegate.server.middleware import (
     ErrorMiddleware,
     RequestIdMiddleware,
 )
-from imagegate.server.routes import files, images, ops
+from imagegate.server.routes import admin, files, images, ops
 from imagegate.server.settings import ServerLimits
 from imagegate.server.state import GatewayState, ModelEntry
 
@@ -70,6 +70,7 @@ def build_app(state: GatewayState) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(images.router)
     app.include_router(files.router)
+    app.include_router(admin.router)
     return app
 
 

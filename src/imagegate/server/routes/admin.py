@@ -1,0 +1,125 @@
+"""Admin API: create, list and revoke virtual keys. Guarded by the admin key.
+
+The admin key comes from ``IMAGEGATE_ADMIN_KEY`` (or the configuration); without one the admin
+API answers 403 and says how to enable it. A key's plaintext is returned exactly once, by the
+create call. Every change is written to the audit log with the request id.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.errors import AuthenticationError, PermissionDenied
+from imagegate.policy.budget import Period
+from imagegate.ports import KeyRecord, KeyScope, KeyStore
+from imagegate.server.governance import credential_from
+from imagegate.server.middleware import request_state
+from imagegate.server.state import GatewayState, gateway_state
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class NewKeyBody(BaseModel):
+    """What a new virtual key may do. Omitted limits mean "no limit"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    max_quality: Literal["low", "medium", "high", "standard", "hd"] | None = None
+    max_n: int | None = Field(default=None, ge=1, le=10)
+    rpm: int | None = Field(default=None, ge=1, le=100_000)
+    budget_usd: Decimal | None = Field(default=None, ge=0, le=10_000_000, max_digits=18, decimal_places=9)
+    budget_period: Literal["day", "week", "month", "total"] = "month"
+    expires_at: datetime | None = None
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+def _record(record: KeyRecord) -> dict[str, Any]:
+    scope = record.scope
+    return {
+        "id": record.id,
+        "object": "api_key",
+        "name": record.name,
+        "prefix": record.prefix,
+        "models": list(scope.models),
+        "max_quality": scope.max_quality,
+        "max_n": scope.max_n,
+        "rpm": scope.rpm,
+        "budget_usd": None if scope.budget_usd is None else format(scope.budget_usd, "f"),
+        "budget_period": scope.budget_period.value,
+        "created_at": record.created_at.isoformat(),
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+    }
+
+
+async def _admin(request: Request) -> tuple[GatewayState, KeyStore]:
+    """Dependency: the caller holds the admin key, and the gateway has a key store."""
+    state = gateway_state(request)
+    if state.admin_key is None:
+        raise PermissionDenied("the admin API is disabled: start the gateway with IMAGEGATE_ADMIN_KEY set")
+    given = credential_from(request.headers)
+    if not given or not hmac.compare_digest(given.encode(), state.admin_key.encode()):
+        raise AuthenticationError("the admin API needs the admin key (Authorization: Bearer <admin key>)")
+    keys = state.images.governance.keys if state.images is not None else None
+    if keys is None:
+        raise PermissionDenied("this gateway has no key store")
+    return state, keys
+
+
+Admin = Annotated[tuple[GatewayState, KeyStore], Depends(_admin)]
+
+
+async def _audit(state: GatewayState, request: Request, action: str, target: str) -> None:
+    if state.images is not None:
+        await state.images.governance.admin_event(
+            action, "ok", target=target, request_id=request_state(request.scope).get("request_id")
+        )
+
+
+@router.post("/keys", status_code=201, summary="Create a virtual key (its plaintext is shown once).")
+async def create_key(request: Request, body: NewKeyBody, admin: Admin) -> Response:
+    state, keys = admin
+    assert state.images is not None
+    scope = KeyScope(
+        models=tuple(body.models),
+        max_quality=body.max_quality,
+        max_n=body.max_n,
+        rpm=body.rpm,
+        budget_usd=body.budget_usd,
+        budget_period=Period(body.budget_period),
+    )
+    new = await keys.create(body.name, scope, state.images.governance.now(), expires_at=body.expires_at)
+    await _audit(state, request, "key.create", new.record.id)
+    return _json({**_record(new.record), "key": new.plaintext}, status=201)
+
+
+@router.get("/keys", summary="List virtual keys (never their plaintext).")
+async def list_keys(admin: Admin, include_revoked: bool = Query(default=False)) -> Response:
+    _, keys = admin
+    records = await keys.list(include_revoked=include_revoked)
+    return _json({"object": "list", "data": [_record(r) for r in records]})
+
+
+@router.delete("/keys/{key_id}", summary="Revoke a virtual key (idempotent).")
+async def revoke_key(request: Request, key_id: str, admin: Admin) -> Response:
+    state, keys = admin
+    assert state.images is not None
+    record = await keys.revoke(key_id, state.images.governance.now())
+    await _audit(state, request, "key.revoke", key_id)
+    return _json(_record(record))

@@ -59,7 +59,9 @@ async def test_admin_disabled_without_admin_key(stores: MemoryStores) -> None:
 
 async def test_create_use_list_revoke(gw: httpx.AsyncClient, stores: MemoryStores) -> None:
     r = await gw.post(
-        "/admin/keys", headers=AUTH, json={"name": "team-a", "models": ["default"], "rpm": 10, "budget_usd": "25.5"}
+        "/admin/keys",
+        headers=AUTH,
+        json={"name": "team-a", "models": ["default"], "rpm": 10, "budget_usd": "25.5"},
     )
     assert r.status_code == 201, r.text
     created = r.json()

@@ -193,3 +193,24 @@ async def test_idempotency_key_is_per_virtual_key(
         r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key, "idempotency-key": "same"})
         assert r.status_code == 200
     assert len(backend.calls) == 2
+
+
+async def test_failed_request_records_its_attempts(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    from imagegate.types import AttemptRecord
+
+    key = await _key(stores)
+    error = UpstreamFailed("gave up", deployment="gpt-image-1")
+    error.attempts = (
+        AttemptRecord(number=1, deployment="gpt-image-1", outcome="upstream_failed", may_be_billed=True),
+        AttemptRecord(number=2, deployment="gpt-image-1-swc", outcome="upstream_unreachable"),
+    )
+    backend.fail_with = error
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
+    rows = await stores.ledger.entries(request_id=r.headers["x-request-id"])
+    attempts = sorted((e.attempt, e.deployment, e.error_code) for e in rows if e.kind is EntryKind.ATTEMPT)
+    assert attempts == [(1, "gpt-image-1", "upstream_failed"), (2, "gpt-image-1-swc", "upstream_unreachable")]
+    request_row = next(e for e in rows if e.kind is EntryKind.REQUEST)
+    assert request_row.status == "error" and request_row.http_status == 502
+    assert request_row.cost_usd == Decimal("0.05") and not request_row.cost_exact

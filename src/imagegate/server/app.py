@@ -1,22 +1,42 @@
 """Composition root of the HTTP gateway.
 
-``build_app`` assembles a FastAPI app from already-built collaborators (a ``GatewayState``);
-``create_app`` (below, once the library pieces exist) builds those from configuration. The
-middleware order is declared in exactly one list, outermost first.
+``create_app(config)`` builds everything the routes need from configuration: the upstream HTTP
+client (the in-process emulator in zero-config mode), the library backend, the stores, the
+governance steps and the URL signer. ``build_app(state)`` assembles the FastAPI app from those
+collaborators; the middleware order is declared there, in exactly one list, outermost first.
+``app_from_environ`` is the factory ``imagegate serve`` hands to uvicorn (one per worker).
+
+Access without keys ("open mode") is decided once at start-up: when no admin key is configured
+and the key store holds no key, the gateway serves anyone *only* when bound to a loopback
+address, and says so loudly; bound elsewhere it refuses to start.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
+import anyio
+import httpx
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.types import Scope
 
 from imagegate import __version__
+from imagegate.catalog import Catalog, default_catalog
 from imagegate.config import ImageGateConfig
+from imagegate.config_load import load
+from imagegate.errors import ConfigError
+from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.errors import install_error_handlers
+from imagegate.server.governance import Governance
+from imagegate.server.library import LibraryBackend
+from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.middleware import (
     AccessLogMiddleware,
     BodySizeLimitMiddleware,
@@ -24,10 +44,17 @@ from imagegate.server.middleware import (
     RequestIdMiddleware,
 )
 from imagegate.server.routes import admin, files, images, ops
-from imagegate.server.settings import ServerLimits
+from imagegate.server.service import ImageService
+from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry
+from imagegate.server.urls import UrlSigner
+from imagegate.upstream.client import UpstreamClient
 
-__all__ = ["build_app", "models_of"]
+__all__ = ["app_from_environ", "build_app", "create_app", "models_of"]
+
+log = logging.getLogger("imagegate.server")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def _body_limit(limits: ServerLimits) -> Callable[[Scope], int]:
@@ -42,7 +69,7 @@ def _body_limit(limits: ServerLimits) -> Callable[[Scope], int]:
     return limit_for
 
 
-def build_app(state: GatewayState) -> FastAPI:
+def build_app(state: GatewayState, *, lifespan: Lifespan | None = None) -> FastAPI:
     """A gateway app over ``state``; every app has its own metrics registry."""
     if not state.created_unix:
         state.created_unix = int(time.time())
@@ -64,6 +91,7 @@ def build_app(state: GatewayState) -> FastAPI:
         middleware=middleware,
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.gateway = state
     install_error_handlers(app)
@@ -81,3 +109,133 @@ def models_of(config: ImageGateConfig) -> tuple[ModelEntry, ...]:
     names.update(dict.fromkeys(d.name for d in config.deployments))
     names.update(dict.fromkeys(d.model for d in config.deployments))
     return tuple(ModelEntry(n) for n in names)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _emulator_client() -> httpx.AsyncClient:
+    """Zero-config upstream: the built-in emulator in-process, no sockets, no latency."""
+    from imagegate.emulator.app import create_emulator_app
+
+    transport = httpx.ASGITransport(app=create_emulator_app(time_scale=0.0))
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(600.0, connect=5.0))
+
+
+def create_app(
+    config: ImageGateConfig | None = None,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    settings: ServerSettings | None = None,
+    catalog: Catalog | None = None,
+    keys: KeyStore | None = None,
+    budgets: BudgetLedger | None = None,
+    ledger: Ledger | None = None,
+    idempotency: IdempotencyStore | None = None,
+    audit: AuditLog | None = None,
+    rates: RateLimiter | None = None,
+    blobs: BlobStore | None = None,
+    bind_host: str = "127.0.0.1",
+) -> FastAPI:
+    """The gateway for ``config`` (zero config when ``None``).
+
+    Stores default to in-process ones (``imagegate.stores.memory``). ``http_client`` is the
+    upstream client (default: the in-process emulator when the config is emulated, else a plain
+    ``httpx.AsyncClient``); the app closes only a client it created.
+    """
+    from imagegate.stores.memory import MemoryStores
+
+    config = config or load(None, {})
+    settings = settings or ServerSettings()
+    catalog = catalog or default_catalog()
+    memory = MemoryStores()
+    owned_client = http_client is None
+    client = http_client or (_emulator_client() if config.emulated else httpx.AsyncClient())
+    upstream = UpstreamClient(
+        client,
+        catalog=catalog,
+        retry=config.retry,
+        sleep=sleep or anyio.sleep,
+        clock=clock or time.monotonic,
+    )
+    governance = Governance(
+        keys=keys or memory.keys,
+        rates=rates,
+        budgets=budgets or memory.budgets,
+        ledger=ledger or memory.ledger,
+        audit=audit or memory.audit,
+    )
+    metrics = GatewayMetrics()
+    service = ImageService(
+        backend=LibraryBackend(config, catalog, upstream),
+        governance=governance,
+        metrics=metrics,
+        signer=UrlSigner(
+            secret=settings.url_secret or os.urandom(32),
+            ttl_s=settings.url_ttl_s,
+            base_url=settings.public_url,
+        ),
+        default_model=config.default_model,
+        blobs=blobs,
+        idempotency=idempotency or memory.idempotency,
+    )
+    models = models_of(config)
+    state = GatewayState(
+        limits=settings.limits,
+        metrics=metrics,
+        models=lambda: models,
+        images=service,
+        admin_key=settings.admin_key,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _decide_access(governance, settings, bind_host)
+        if config.emulated:
+            log.warning("imagegate: no deployments configured; serving the built-in emulator's deployments")
+        for warning in config.warnings:
+            log.warning("imagegate: %s", warning)
+        try:
+            yield
+        finally:
+            if owned_client:
+                await client.aclose()
+
+    return build_app(state, lifespan=lifespan)
+
+
+async def _decide_access(governance: Governance, settings: ServerSettings, bind_host: str) -> None:
+    """Open mode iff no admin key and no virtual key exist; allowed on loopback only."""
+    keys = governance.keys
+    if keys is None or settings.admin_key is not None or await keys.list():
+        return
+    if not _is_loopback(bind_host):
+        raise ConfigError(
+            [
+                f"bound to {bind_host} with no admin key and no virtual keys: anyone could generate "
+                "images at your expense. Set IMAGEGATE_ADMIN_KEY (then create keys with POST "
+                "/admin/keys) or create a key with `imagegate keys create`, or bind 127.0.0.1."
+            ]
+        )
+    governance.keys = None
+    log.warning(
+        "imagegate: OPEN MODE - no admin key and no virtual keys, so requests are not authenticated. "
+        "This is allowed only on loopback (%s). Set IMAGEGATE_ADMIN_KEY to require keys.",
+        bind_host,
+    )
+
+
+def app_from_environ(environ: Mapping[str, str] | None = None) -> FastAPI:
+    """The uvicorn factory: configuration and server settings from the environment, once."""
+    env: Mapping[str, Any] = os.environ if environ is None else environ
+    config = load(None, env)
+    settings = settings_from_environ(env)
+    return create_app(config, settings=settings, bind_host=env.get("IMAGEGATE_BIND_HOST", "127.0.0.1"))

@@ -187,7 +187,8 @@ class Governance:
                     finished_at=finished,
                 )
             )
-            for attempt in result.attempts if result else ():
+            attempts = result.attempts if result else (error.attempts if error else ())
+            for attempt in attempts:
                 await self.ledger.record(
                     LedgerEntry(
                         kind=EntryKind.ATTEMPT,
@@ -197,6 +198,7 @@ class Governance:
                         attempt=attempt.number,
                         cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
                         cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
+                        error_code=None if attempt.outcome == "ok" else attempt.outcome,
                         key_id=caller.key_id,
                         logical_model=request.model,
                         model=result.model if result else None,

@@ -36,7 +36,9 @@ class NewKeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    models: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    models: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
     max_quality: Literal["low", "medium", "high", "standard", "hd"] | None = None
     max_n: int | None = Field(default=None, ge=1, le=10)
     rpm: int | None = Field(default=None, ge=1, le=100_000)

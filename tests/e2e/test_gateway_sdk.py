@@ -1,0 +1,148 @@
+"""The official ``openai`` SDK (``OpenAI`` and ``AzureOpenAI``, httpx2) against the gateway under
+uvicorn on 127.0.0.1; the gateway's upstream is the built-in emulator, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from imagegate.ports import KeyScope
+from imagegate.server.app import create_app
+from imagegate.server.background import serve_in_thread
+from imagegate.stores.memory import MemoryKeyStore
+
+pytestmark = pytest.mark.e2e
+
+API_VERSION = "2025-04-01-preview"
+UPSTREAM_KEY = "emulator-key"  # the emulated deployments' Azure key: must never leak
+
+
+def _png_bytes(width: int = 1024, height: int = 1024) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (width, height), (10, 200, 10, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[tuple[str, str, str]]:
+    """(base URL, a full-scope virtual key, a key limited to gpt-image-1-mini)."""
+    keys = MemoryKeyStore()
+    now = datetime.now(UTC)
+    full = asyncio.run(keys.create("e2e", KeyScope(budget_usd=Decimal("100")), now)).plaintext
+    mini = asyncio.run(keys.create("mini-only", KeyScope(models=("gpt-image-1-mini",)), now)).plaintext
+    app = create_app(keys=keys)
+    with serve_in_thread(app) as url:
+        yield url, full, mini
+
+
+def _decode(b64: str | None) -> Image.Image:
+    assert b64 is not None
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_openai_client_generates(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    result = client.images.generate(model="gpt-image-1", prompt="a red fox", size="1024x1536", quality="low")
+    assert result.data is not None and len(result.data) == 1
+    assert _decode(result.data[0].b64_json).size == (1024, 1536)
+    assert result.usage is not None and result.usage.output_tokens > 0
+    raw = client.images.with_raw_response.generate(model="default", prompt="a fox", quality="low")
+    assert raw.headers["x-imagegate-deployment"] in ("gpt-image-1", "gpt-image-1-swc")
+    assert Decimal(raw.headers["x-imagegate-cost-usd"]) > 0
+    assert raw.headers["x-request-id"].startswith("req_")
+
+
+def test_azure_client_generates_and_edits(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key=key, max_retries=0)
+    result = client.images.generate(model="gpt-image-1-mini", prompt="a lighthouse", n=2, quality="low")
+    assert result.data is not None and len(result.data) == 2
+    edited = client.images.edit(
+        model="gpt-image-1",
+        image=[("a.png", _png_bytes(), "image/png"), ("b.png", _png_bytes(), "image/png")],
+        mask=("m.png", _png_bytes(), "image/png"),
+        prompt="add a hat",
+        quality="low",
+    )
+    assert edited.data is not None
+    assert _decode(edited.data[0].b64_json).format == "PNG"
+
+
+def test_azure_client_with_bearer_token(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.AzureOpenAI(
+        azure_endpoint=url, api_version=API_VERSION, azure_ad_token=key, max_retries=0
+    )
+    result = client.images.generate(model="default", prompt="a kite", quality="low")
+    assert result.data is not None
+
+
+def test_streaming_partial_images(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    stream = client.images.generate(
+        model="gpt-image-1", prompt="a boat", quality="low", stream=True, partial_images=2
+    )
+    types = [event.type for event in stream]
+    assert types[-1] == "image_generation.completed"
+    assert types.count("image_generation.partial_image") == 2
+
+
+def test_errors_map_to_sdk_exceptions(gateway: tuple[str, str, str]) -> None:
+    url, key, mini = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.images.generate(model="gpt-image-1", prompt="x", size="999x999")
+    assert bad.value.param == "size"
+    assert "1024x1024" in bad.value.message
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(
+            base_url=f"{url}/v1", api_key="ig-wrong-key-123456789012345", max_retries=0
+        ).images.generate(prompt="x")
+    with pytest.raises(openai.PermissionDeniedError):
+        openai.OpenAI(base_url=f"{url}/v1", api_key=mini, max_retries=0).images.generate(
+            model="gpt-image-1", prompt="x"
+        )
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.images.generate(model="no-such-model", prompt="x")
+    assert unknown.value.param == "model"
+
+
+def test_no_secret_reaches_logs_errors_or_metrics(
+    gateway: tuple[str, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    bodies: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        client.images.generate(model="gpt-image-1", prompt="a cat", quality="low")
+        for bad_key in (key + "x", key[:-1]):
+            try:
+                openai.OpenAI(base_url=f"{url}/v1", api_key=bad_key, max_retries=0).images.generate(
+                    prompt="x"
+                )
+            except openai.APIStatusError as exc:
+                bodies.append(exc.response.text)
+        try:
+            client.images.generate(model="gpt-image-1", prompt="x", size="1x1")
+        except openai.APIStatusError as exc:
+            bodies.append(exc.response.text)
+        metrics = httpx.get(f"{url}/metrics").text
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    assert logs, "expected some log lines to inspect"
+    for secret in (key, UPSTREAM_KEY):
+        assert secret not in logs
+        assert secret not in metrics
+        assert all(secret not in body for body in bodies)
+    assert "imagegate_requests_total" in metrics

@@ -15,6 +15,7 @@ from imagegate.cli.generate_cmd import generate as generate_command
 from imagegate.cli.keys_cmd import app as keys_app
 from imagegate.cli.models_cmd import models as models_command
 from imagegate.cli.price_cmd import price as price_command
+from imagegate.cli.serve_cmd import serve as serve_command
 
 app = typer.Typer(
     name="imagegate",
@@ -45,6 +46,7 @@ app.command("doctor")(doctor_command)
 app.add_typer(keys_app, name="keys")
 app.command("costs")(costs_command)
 app.add_typer(audit_app, name="audit")
+app.command("serve")(serve_command)
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ def serve(
     # would be refused by the next; generate one per `serve` when none is configured.
     os.environ.setdefault("IMAGEGATE_URL_SECRET", secrets.token_urlsafe(32))
     os.environ["IMAGEGATE_BIND_HOST"] = host
-    os.environ["IMAGEGATE_BIND_PORT"] = str(port)
+    os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
+    typer.echo(_banner(host, port))
     uvicorn.run(
         FACTORY,
         factory=True,
@@ -47,3 +48,22 @@ def serve(
         access_log=False,  # the gateway writes its own structured access log
         timeout_keep_alive=30,
     )
+
+
+def _banner(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    return f"""imagegate gateway on {base}
+  OpenAI shape:  POST {base}/v1/images/generations, /v1/images/edits
+  Azure shape:   POST {base}/openai/deployments/<model>/images/generations?api-version=2025-04-01-preview
+  ops:           {base}/healthz  {base}/readyz  {base}/metrics  {base}/docs
+
+  curl {base}/v1/images/generations -H 'authorization: Bearer <key>' \\
+       -H 'content-type: application/json' -d '{{"prompt": "a red fox", "quality": "low"}}'
+
+  from openai import OpenAI
+  OpenAI(base_url="{base}/v1", api_key="<key>").images.generate(prompt="a red fox")
+
+  <key>: a virtual key (`imagegate keys create` or POST /admin/keys); in open mode (loopback,
+  no keys, no admin key) any value works. See docs/gateway.md.
+"""

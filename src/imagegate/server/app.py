@@ -36,6 +36,7 @@ from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore,
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.governance import Governance
 from imagegate.server.library import LibraryBackend
+from imagegate.server.logconfig import configure_logging
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.middleware import (
     AccessLogMiddleware,
@@ -236,6 +237,7 @@ async def _decide_access(governance: Governance, settings: ServerSettings, bind_
 def app_from_environ(environ: Mapping[str, str] | None = None) -> FastAPI:
     """The uvicorn factory: configuration and server settings from the environment, once."""
     env: Mapping[str, Any] = os.environ if environ is None else environ
+    configure_logging(env.get("IMAGEGATE_LOG_LEVEL", "info"))
     config = load(None, env)
     settings = settings_from_environ(env)
     return create_app(config, settings=settings, bind_host=env.get("IMAGEGATE_BIND_HOST", "127.0.0.1"))

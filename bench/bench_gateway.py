@@ -1,0 +1,382 @@
+"""What the gateway adds to an image request, against calling the emulator directly and against
+nginx proxying the same bytes (the floor for moving them).
+
+Three targets, same request (``gpt-image-1``, 1024x1024, realistic ~1.6 MB PNG → ~2.1 MB of base64
+JSON), each at 1, 16 and 64 concurrent requests, all on 127.0.0.1:
+
+* ``direct``  the emulator under uvicorn (its own process, latency off, images cached)
+* ``nginx``   nginx (temp config, ``proxy_pass`` to the emulator, buffering off)
+* ``gateway`` ``imagegate serve`` (its own process, open mode, upstream = the emulator)
+
+Printed from one run: p50/p95 latency, the p50 the proxy adds over ``direct`` at the same
+concurrency, CPU seconds per request of the proxy process(es), the gateway/nginx ratios, and the
+gateway's peak RSS during the 64-concurrent run. Targets (issue 5): added p50 ≤ 5 ms at 16
+concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
+
+    .venv/bin/python bench/bench_gateway.py [--quick]
+
+nginx is the Debian package ``nginx``; when missing the script installs it with apt-get (as root)
+or prints the command. The load generator is an httpx.AsyncClient in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+API_VERSION = "2025-04-01-preview"
+KEY = "emulator-key"
+BODY = b'{"prompt": "a benchmark of moving image bytes", "size": "1024x1024", "quality": "low"}'
+LEVELS = (1, 16, 64)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_up(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def ensure_nginx() -> str | None:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing nginx (apt-get install -y nginx) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "nginx"], env=env, check=False, capture_output=True
+        )
+        if not Path("/usr/sbin/nginx").exists():
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "nginx"], env=env, check=False, capture_output=True
+            )
+        return "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    print("nginx not found: install it with `sudo apt-get install -y nginx` to get the floor figures")
+    return None
+
+
+@dataclass
+class Procs:
+    emulator: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+    nginx: subprocess.Popen[bytes] | None
+    emulator_url: str
+    gateway_url: str
+    nginx_url: str | None
+
+
+def start(tmp: Path) -> Procs:
+    py = sys.executable
+    emu_port, gw_port = free_port(), free_port()
+    emu_cfg = tmp / "emulator.yaml"
+    emu_cfg.write_text(
+        textwrap.dedent(
+            """\
+            time_scale: 0
+            deployments:
+              - name: bench
+                model: gpt-image-1
+                rpm: 60000000
+                window_s: 1
+                concurrency: 1024
+                image_bytes: realistic
+            """
+        )
+    )
+    emulator = subprocess.Popen(
+        [
+            py,
+            "-m",
+            "imagegate",
+            "emulator",
+            "--config",
+            str(emu_cfg),
+            "--port",
+            str(emu_port),
+            "--time-scale",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    emulator_url = f"http://127.0.0.1:{emu_port}"
+    gw_cfg = tmp / "gateway.yaml"
+    gw_cfg.write_text(
+        textwrap.dedent(
+            f"""\
+            deployments:
+              - name: bench
+                endpoint: {emulator_url}
+                model: gpt-image-1
+                api_key: {KEY}
+                api_version: {API_VERSION}
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEGATE_", "AZURE_OPENAI_"))}
+    gateway = subprocess.Popen(
+        [py, "-m", "imagegate", "serve", "--config", str(gw_cfg), "--port", str(gw_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "gateway.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        env=env,
+    )
+    gateway_url = f"http://127.0.0.1:{gw_port}"
+    nginx, nginx_url = start_nginx(tmp, emu_port)
+    wait_up(f"{emulator_url}/_emulator/deployments")
+    wait_up(f"{gateway_url}/healthz")
+    if nginx_url:
+        wait_up(f"{nginx_url}/nginx-health")
+    return Procs(emulator, gateway, nginx, emulator_url, gateway_url, nginx_url)
+
+
+def start_nginx(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+    binary = ensure_nginx()
+    if binary is None:
+        return None, None
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        textwrap.dedent(
+            f"""\
+            worker_processes 1;
+            daemon off;
+            pid {tmp}/nginx.pid;
+            error_log {tmp}/nginx-error.log warn;
+            events {{ worker_connections 1024; }}
+            http {{
+              access_log off;
+              client_body_temp_path {tmp}/body;
+              proxy_temp_path {tmp}/proxy;
+              fastcgi_temp_path {tmp}/fastcgi;
+              uwsgi_temp_path {tmp}/uwsgi;
+              scgi_temp_path {tmp}/scgi;
+              upstream emulator {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+              server {{
+                listen 127.0.0.1:{port};
+                location = /nginx-health {{ return 200 "ok"; }}
+                location / {{
+                  proxy_pass http://emulator;
+                  proxy_http_version 1.1;
+                  proxy_set_header Connection "";
+                  proxy_buffering off;
+                  proxy_request_buffering off;
+                }}
+              }}
+            }}
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+class RssSampler:
+    """Peak RSS of a process tree, sampled every 5 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        proc = psutil.Process(self.pid)
+        return sum(p.memory_info().rss for p in (proc, *proc.children(recursive=True)))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Run:
+    latencies_s: list[float]
+    cpu_per_request_s: float
+    bytes_per_response: int
+
+
+async def load(
+    url: str, headers: dict[str, str], body: bytes, concurrency: int, total: int, pids: list[int]
+) -> Run:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=120.0) as client:
+
+        async def one() -> tuple[float, int]:
+            began = time.perf_counter()
+            response = await client.post(url, content=body, headers=headers)
+            size = len(response.content)
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+            return time.perf_counter() - began, size
+
+        await asyncio.gather(*(one() for _ in range(concurrency)))  # warm connections
+        queue: asyncio.Queue[None] = asyncio.Queue()
+        for _ in range(total):
+            queue.put_nowait(None)
+        results: list[tuple[float, int]] = []
+
+        async def worker() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                results.append(await one())
+
+        before = cpu_s(pids)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        used = cpu_s(pids) - before
+    return Run([r[0] for r in results], used / total, results[0][1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, print
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    args = parser.parse_args()
+    per_level = {1: 20, 16: 160, 64: 320} if not args.quick else {1: 5, 16: 32, 64: 64}
+    tmp = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
+    procs = start(tmp)
+    deployment_path = f"/openai/deployments/bench/images/generations?api-version={API_VERSION}"
+    azure_headers = {"api-key": KEY, "content-type": "application/json"}
+    gateway_body = BODY.replace(b'{"prompt"', b'{"model": "bench", "prompt"')
+    targets: dict[str, tuple[str, dict[str, str], bytes, list[int]]] = {
+        "direct": (procs.emulator_url + deployment_path, azure_headers, BODY, []),
+        "gateway": (
+            procs.gateway_url + "/v1/images/generations",
+            {"authorization": "Bearer anything", "content-type": "application/json"},
+            gateway_body,
+            [procs.gateway.pid],
+        ),
+    }
+    if procs.nginx_url and procs.nginx is not None:
+        targets["nginx"] = (procs.nginx_url + deployment_path, azure_headers, BODY, [procs.nginx.pid])
+    results: dict[tuple[str, int], Run] = {}
+    peak_rss = 0
+    idle_rss = 0
+    try:
+        for level in LEVELS:
+            for name, (url, headers, body, pids) in targets.items():
+                run = load(url, headers, body, level, per_level[level], pids)
+                if name == "gateway" and level == 64:
+                    idle_rss = RssSampler(procs.gateway.pid).rss()
+                    with RssSampler(procs.gateway.pid) as sampler:
+                        results[(name, level)] = asyncio.run(run)
+                    peak_rss = sampler.peak
+                else:
+                    results[(name, level)] = asyncio.run(run)
+                print(f"  measured {name:8s} at {level:2d} concurrent", flush=True)
+    finally:
+        for proc in (procs.gateway, procs.emulator, procs.nginx):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (procs.gateway, procs.emulator, procs.nginx):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    size = results[("direct", 1)].bytes_per_response
+    print(f"\nresponse body: {size / 1e6:.2f} MB of JSON (base64 PNG); requests per level: {per_level}")
+    print(
+        f"{'target':8s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'added p50 ms':>13s} {'CPU ms/req':>11s}"
+    )
+    for level in LEVELS:
+        base = statistics.median(results[("direct", level)].latencies_s)
+        for name in targets:
+            run = results[(name, level)]
+            p50 = statistics.median(run.latencies_s)
+            added = "" if name == "direct" else f"{(p50 - base) * 1000:13.2f}"
+            cpu = "" if name == "direct" else f"{run.cpu_per_request_s * 1000:11.2f}"
+            print(
+                f"{name:8s} {level:4d} {p50 * 1000:8.2f} {pct(run.latencies_s, 0.95) * 1000:8.2f} "
+                f"{added:>13s} {cpu:>11s}"
+            )
+    if "nginx" in targets:
+        print("\ngateway vs nginx (same run):")
+        for level in LEVELS:
+            base = statistics.median(results[("direct", level)].latencies_s)
+            g = statistics.median(results[("gateway", level)].latencies_s) - base
+            n = statistics.median(results[("nginx", level)].latencies_s) - base
+            gc = results[("gateway", level)].cpu_per_request_s
+            nc = results[("nginx", level)].cpu_per_request_s
+            ratio = f"{g / n:.2f}x" if n > 0.0005 else "n/a (nginx adds < 0.5 ms)"
+            print(
+                f"  {level:2d} concurrent: added p50 gateway {g * 1000:.2f} ms vs nginx {n * 1000:.2f} ms "
+                f"({ratio}); CPU/request {gc * 1000:.2f} ms vs {nc * 1000:.2f} ms ({gc / nc:.1f}x)"
+            )
+    g16 = (
+        statistics.median(results[("gateway", 16)].latencies_s)
+        - statistics.median(results[("direct", 16)].latencies_s)
+    ) * 1000
+    print(f"\ntarget: added p50 at 16 concurrent <= 5 ms: {g16:.2f} ms -> {'met' if g16 <= 5 else 'NOT met'}")
+    print(
+        f"gateway RSS: idle {idle_rss / 1e6:.0f} MB, peak at 64 concurrent {peak_rss / 1e6:.0f} MB "
+        f"(+{(peak_rss - idle_rss) / 1e6:.0f} MB = {(peak_rss - idle_rss) / 64 / size:.1f} response bodies per in-flight request)"
+    )
+
+
+if __name__ == "__main__":
+    main()

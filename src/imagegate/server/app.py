@@ -28,7 +28,8 @@ from starlette.middleware import Middleware
 from starlette.types import Scope
 
 from imagegate import __version__
-from imagegate.catalog import Catalog, default_catalog
+from imagegate.api import AsyncImageGate
+from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.config_load import load
 from imagegate.errors import ConfigError
@@ -49,7 +50,6 @@ from imagegate.server.service import ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry
 from imagegate.server.urls import UrlSigner
-from imagegate.upstream.client import UpstreamClient
 
 __all__ = ["app_from_environ", "build_app", "create_app", "models_of"]
 
@@ -121,14 +121,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _emulator_client() -> httpx.AsyncClient:
-    """Zero-config upstream: the built-in emulator in-process, no sockets, no latency."""
-    from imagegate.emulator.app import create_emulator_app
-
-    transport = httpx.ASGITransport(app=create_emulator_app(time_scale=0.0))
-    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(600.0, connect=5.0))
-
-
 def create_app(
     config: ImageGateConfig | None = None,
     *,
@@ -149,21 +141,18 @@ def create_app(
     """The gateway for ``config`` (zero config when ``None``).
 
     Stores default to in-process ones (``imagegate.stores.memory``). ``http_client`` is the
-    upstream client (default: the in-process emulator when the config is emulated, else a plain
-    ``httpx.AsyncClient``); the app closes only a client it created.
+    upstream client, handed to ``AsyncImageGate`` (default: the in-process emulator when the
+    config is emulated, else a pooled ``httpx.AsyncClient``); only a client it made is closed.
     """
     from imagegate.stores.memory import MemoryStores
 
     config = config or load(None, {})
     settings = settings or ServerSettings()
-    catalog = catalog or default_catalog()
     memory = MemoryStores()
-    owned_client = http_client is None
-    client = http_client or (_emulator_client() if config.emulated else httpx.AsyncClient())
-    upstream = UpstreamClient(
-        client,
+    gate = AsyncImageGate(
+        config,
+        http_client=http_client,
         catalog=catalog,
-        retry=config.retry,
         sleep=sleep or anyio.sleep,
         clock=clock or time.monotonic,
     )
@@ -176,7 +165,7 @@ def create_app(
     )
     metrics = GatewayMetrics()
     service = ImageService(
-        backend=LibraryBackend(config, catalog, upstream),
+        backend=LibraryBackend(gate),
         governance=governance,
         metrics=metrics,
         signer=UrlSigner(
@@ -200,15 +189,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _decide_access(governance, settings, bind_host)
-        if config.emulated:
-            log.warning("imagegate: no deployments configured; serving the built-in emulator's deployments")
-        for warning in config.warnings:
-            log.warning("imagegate: %s", warning)
         try:
             yield
         finally:
-            if owned_client:
-                await client.aclose()
+            await gate.aclose()
 
     return build_app(state, lifespan=lifespan)
 

@@ -1,9 +1,8 @@
-"""The gateway's ``ImageBackend`` over the library's request path.
+"""The gateway's ``ImageBackend`` over the library face, ``AsyncImageGate``.
 
-Validation (with translation when configured), the deployment plan, the upstream attempt loop and
-pricing are the library's (``policy.validation``, ``ImageGateConfig.deployments_for``,
-``upstream.client.UpstreamClient``, ``policy.pricing``); this class only strings them together
-for the routes and turns the upstream's partial-image callback into an async iterator for SSE.
+The HTTP gateway runs exactly the request path the Python library runs (validation and
+translation, routing, the upstream attempt loop, pricing: ``pipeline/build.py``); this adapter
+only maps the parsed HTTP request onto ``AsyncImageGate``'s public methods.
 """
 
 from __future__ import annotations
@@ -11,87 +10,83 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
-from imagegate.catalog import Catalog
-from imagegate.config import DeploymentConfig, ImageGateConfig
-from imagegate.errors import NoDeploymentAvailable
-from imagegate.policy.pricing import cost_of, estimate
-from imagegate.policy.validation import validate
+from imagegate.api import AsyncImageGate
+from imagegate.errors import ImageGateError
 from imagegate.server.backend import StreamItem
-from imagegate.types import Change, EditRequest, ImageRequest, ImageResult, PartialImage
-from imagegate.upstream.client import UpstreamClient
+from imagegate.types import EditRequest, ImageRequest, ImageResult
 
 __all__ = ["LibraryBackend"]
 
+_GENERATE = ("n", "size", "quality", "output_format", "output_compression", "background", "moderation")
+_GENERATE_MORE = ("style", "response_format", "user")
+_EDIT = (
+    "n",
+    "size",
+    "quality",
+    "input_fidelity",
+    "output_format",
+    "output_compression",
+    "background",
+    "user",
+)
+
+
+def _given(request: ImageRequest, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(request, name) for name in names if getattr(request, name) is not None}
+
 
 class LibraryBackend:
-    def __init__(self, config: ImageGateConfig, catalog: Catalog, upstream: UpstreamClient) -> None:
-        self._config = config
-        self._catalog = catalog
-        self._upstream = upstream
-
-    def _plan(self, request: ImageRequest) -> tuple[DeploymentConfig, ...]:
-        plan = self._config.deployments_for(request.model)
-        if not plan:
-            raise NoDeploymentAvailable(
-                f"no deployment serves {request.model or self._config.default_model!r}"
-            )
-        return plan
-
-    def _prepare(
-        self, request: ImageRequest
-    ) -> tuple[tuple[DeploymentConfig, ...], ImageRequest, tuple[Change, ...]]:
-        plan = self._plan(request)
-        checked = validate(
-            request, self._catalog.get(plan[0].model), self._catalog, translate=self._config.translate
-        )
-        return plan, checked.request, checked.changes
-
-    def _priced(self, result: ImageResult, request: ImageRequest, changes: tuple[Change, ...]) -> ImageResult:
-        dep = self._config.deployment(result.deployment)
-        cost = cost_of(
-            self._catalog.get(result.model),
-            usage=result.usage,
-            size=request.size,
-            quality=request.quality,
-            images=len(result.images),
-            prompt=request.prompt,
-            override=dep.price_override,
-        )
-        return replace(result, cost=cost, changes=changes)
+    def __init__(self, gate: AsyncImageGate) -> None:
+        self.gate = gate
 
     async def generate(self, request: ImageRequest, *, request_id: str) -> ImageResult:
-        plan, checked, changes = self._prepare(request)
-        return self._priced(await self._upstream.send(plan, checked), checked, changes)
+        if isinstance(request, EditRequest):
+            return await self.edit(request, request_id=request_id)
+        params = _given(request, (*_GENERATE, *_GENERATE_MORE))
+        return await self.gate.generate(request.prompt, model=request.model, **params)
 
     async def edit(self, request: EditRequest, *, request_id: str) -> ImageResult:
-        return await self.generate(request, request_id=request_id)
+        return await self.gate.edit(
+            [image.data for image in request.images],
+            request.prompt,
+            mask=request.mask.data if request.mask is not None else None,
+            model=request.model,
+            **_given(request, _EDIT),
+        )
 
     async def stream(self, request: ImageRequest, *, request_id: str) -> AsyncIterator[StreamItem]:
-        plan, checked, changes = self._prepare(request)
-        queue: asyncio.Queue[StreamItem | BaseException] = asyncio.Queue()
+        params: dict[str, Any] = {"model": request.model}
+        if isinstance(request, EditRequest):
+            params.update(_given(request, _EDIT))
+            params["images"] = [image.data for image in request.images]
+            params["mask"] = request.mask.data if request.mask is not None else None
+        else:
+            params.update(_given(request, (*_GENERATE, *_GENERATE_MORE)))
+        partial = request.partial_images if request.partial_images is not None else 2
+        # ``AsyncImageGate.stream`` holds a task group, which must be entered and left in one task;
+        # the HTTP response consumes this iterator from another task (Starlette streams the
+        # body in its own), so a pump task owns the library stream and hands items over.
+        queue: asyncio.Queue[StreamItem | BaseException | None] = asyncio.Queue()
 
-        async def on_partial(partial: PartialImage) -> None:
-            await queue.put(partial)
-
-        async def run() -> None:
+        async def pump() -> None:
             try:
-                result = await self._upstream.send(plan, checked, on_partial=on_partial)
-                await queue.put(self._priced(result, checked, changes))
-            except BaseException as exc:  # handed to the consumer, which re-raises it
+                stream = self.gate.stream(request.prompt, partial_images=partial, **params)
+                async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                    async for item in stream:
+                        await queue.put(item)
+                await queue.put(None)
+            except Exception as exc:  # delivered to the consumer, which raises it
                 await queue.put(exc)
 
-        task = asyncio.create_task(run())
+        task = asyncio.create_task(pump())
         try:
-            while True:
-                item = await queue.get()
+            while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-                if isinstance(item, ImageResult):
-                    return
         finally:
             if not task.done():
                 task.cancel()
@@ -99,28 +94,24 @@ class LibraryBackend:
                     await task
 
     def estimate_usd(self, request: ImageRequest) -> Decimal:
-        """The most any deployment of the plan would charge (reserve for the worst case).
-
-        Validates first, so a bad request is a 400 before any money is held."""
-        plan, checked, _ = self._prepare(request)
-        costs = []
-        for dep in plan:
-            try:
-                cost = estimate(
-                    self._catalog.get(dep.model),
-                    size=checked.size,
-                    quality=checked.quality,
-                    n=checked.n,
-                    prompt=checked.prompt,
-                    override=dep.price_override,
-                )
-            except (KeyError, ValueError):  # a size this model's table lacks: other models decide
-                continue
-            costs.append(cost.usd)
-        return max(costs, default=Decimal(0))
+        """What to hold against budgets. A request the estimate cannot price (a size or quality
+        the model lacks) holds nothing: the pipeline rejects it before anything is sent."""
+        try:
+            cost = self.gate.estimate(
+                model=request.model,
+                size=request.size,
+                quality=request.quality,
+                n=request.n,
+                prompt=request.prompt,
+            )
+        except ImageGateError:
+            raise
+        except (KeyError, ValueError, ArithmeticError):
+            return Decimal(0)
+        return cost.usd
 
     def served_model(self, logical_model: str | None) -> str | None:
         try:
-            return self._config.deployments_for(logical_model)[0].model
-        except Exception:
+            return self.gate.spec_for(logical_model).name
+        except Exception:  # an unknown model is reported by the request itself
             return None

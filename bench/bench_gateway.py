@@ -374,7 +374,8 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
     print(f"\ntarget: added p50 at 16 concurrent <= 5 ms: {g16:.2f} ms -> {'met' if g16 <= 5 else 'NOT met'}")
     print(
         f"gateway RSS: idle {idle_rss / 1e6:.0f} MB, peak at 64 concurrent {peak_rss / 1e6:.0f} MB "
-        f"(+{(peak_rss - idle_rss) / 1e6:.0f} MB = {(peak_rss - idle_rss) / 64 / size:.1f} response bodies per in-flight request)"
+        f"(+{(peak_rss - idle_rss) / 1e6:.0f} MB = {(peak_rss - idle_rss) / 64 / size:.1f} "
+        "response bodies per in-flight request)"
     )
 
 

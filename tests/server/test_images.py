@@ -207,3 +207,11 @@ async def test_bad_body_never_reaches_the_backend(gw: httpx.AsyncClient, backend
 
 def test_png_fixture_is_real() -> None:
     assert base64.b64decode(PNG_B64) == PNG and PNG.startswith(b"\x89PNG")
+
+
+async def test_metrics_count_upstream_attempts_by_outcome(gw: httpx.AsyncClient) -> None:
+    await gw.post("/v1/images/generations", json={"prompt": "x"})
+    text = (await gw.get("/metrics")).text
+    assert 'imagegate_upstream_attempts_total{deployment="gpt-image-1",outcome="rate_limited"} 1.0' in text
+    assert 'imagegate_upstream_attempts_total{deployment="gpt-image-1-swc",outcome="ok"} 1.0' in text
+    assert "imagegate_requests_in_flight 0.0" in text

@@ -13,6 +13,8 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from imagegate.errors import RateLimited
+
 __all__ = ["BREAKER_STATES", "CONTENT_TYPE_LATEST", "GatewayMetrics"]
 
 # Buckets suited to image generation: from cache hits (ms) to slow high-quality images (minutes).
@@ -111,7 +113,7 @@ class GatewayMetrics:
         self.upstream_attempts.labels(deployment, outcome).inc()
         if duration_s is not None:
             self.upstream_latency.labels(deployment).observe(duration_s)
-        if outcome == "rate_limited":
+        if outcome == RateLimited.code:
             self.rate_limited.labels("upstream").inc()
 
     def observe_breaker(self, *, deployment: str, state: str) -> None:

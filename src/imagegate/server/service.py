@@ -25,7 +25,14 @@ import anyio
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from imagegate.errors import ImageGateError, InvalidRequest, StorageError, UpstreamFailed
+from imagegate.errors import (
+    BudgetExceeded,
+    ImageGateError,
+    InvalidRequest,
+    RateLimited,
+    StorageError,
+    UpstreamFailed,
+)
 from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
@@ -36,7 +43,7 @@ from imagegate.server.parsing import ParsedCall
 from imagegate.server.responses import image_payload, result_headers, usage_payload
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
 from imagegate.server.urls import UrlSigner
-from imagegate.types import EditRequest, ImageRequest, ImageResult, PartialImage
+from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
 __all__ = ["ImageService"]
 
@@ -63,6 +70,29 @@ class ImageService:
     # ------------------------------------------------------------------ entry point
 
     async def handle(
+        self,
+        call: ParsedCall,
+        *,
+        headers: Mapping[str, str],
+        request_id: str,
+        origin: str,
+        state: dict[str, Any],
+    ) -> Response:
+        self.metrics.in_flight.inc()
+        try:
+            return await self._handle(
+                call, headers=headers, request_id=request_id, origin=origin, state=state
+            )
+        except RateLimited:
+            self.metrics.rate_limited.labels("key").inc()
+            raise
+        except BudgetExceeded:
+            self.metrics.rate_limited.labels("budget").inc()
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _handle(
         self,
         call: ParsedCall,
         *,
@@ -175,6 +205,7 @@ class ImageService:
         hold behind). A request that was sent may have been billed: its estimate is kept."""
         billed = estimate if isinstance(exc, UpstreamFailed) else None
         error = exc if isinstance(exc, ImageGateError) else None
+        self._observe_attempts(error.attempts if error is not None else ())
         status = error.http_status if error else 500
         with anyio.CancelScope(shield=True):
             await self.governance.settle(hold, billed)
@@ -197,6 +228,7 @@ class ImageService:
     ) -> None:
         cost = result.cost.usd if result.cost is not None else estimate
         exact = result.cost is not None and not result.cost.estimated
+        self._observe_attempts(result.attempts)
         await self.governance.settle(hold, cost)
         await self.governance.record(
             caller=caller, request=request, request_id=request_id, started_at=started, result=result,
@@ -204,6 +236,12 @@ class ImageService:
         )  # fmt: skip
         self.metrics.observe_images(model=result.model, operation=request.operation, count=len(result.images))
         self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
+
+    def _observe_attempts(self, attempts: tuple[AttemptRecord, ...]) -> None:
+        for attempt in attempts:
+            self.metrics.observe_attempt(
+                deployment=attempt.deployment, outcome=attempt.outcome, duration_s=attempt.latency_s
+            )
 
     async def _run(
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None

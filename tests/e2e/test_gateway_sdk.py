@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import openai
@@ -19,6 +20,7 @@ from PIL import Image
 from imagegate.ports import KeyScope
 from imagegate.server.app import create_app
 from imagegate.server.background import serve_in_thread
+from imagegate.server.settings import ServerSettings
 from imagegate.stores.memory import MemoryKeyStore
 
 pytestmark = pytest.mark.e2e
@@ -34,13 +36,14 @@ def _png_bytes(width: int = 1024, height: int = 1024) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[tuple[str, str, str]]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """(base URL, a full-scope virtual key, a key limited to gpt-image-1-mini)."""
     keys = MemoryKeyStore()
     now = datetime.now(UTC)
     full = asyncio.run(keys.create("e2e", KeyScope(budget_usd=Decimal("100")), now)).plaintext
-    mini = asyncio.run(keys.create("mini-only", KeyScope(models=("gpt-image-1-mini",)), now)).plaintext
-    app = create_app(keys=keys)
+    mini = asyncio.run(keys.create("mini-only", KeyScope(models=("gpt-image-1-mini",), rpm=2), now)).plaintext
+    settings = ServerSettings(data_dir=tmp_path_factory.mktemp("gateway"), url_secret=b"e2e-secret")
+    app = create_app(keys=keys, settings=settings)
     with serve_in_thread(app) as url:
         yield url, full, mini
 
@@ -146,3 +149,58 @@ def test_no_secret_reaches_logs_errors_or_metrics(
         assert secret not in metrics
         assert all(secret not in body for body in bodies)
     assert "imagegate_requests_total" in metrics
+
+
+def test_response_format_url_for_a_gpt_image_model(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    result = client.images.generate(model="gpt-image-1", prompt="a owl", quality="low", response_format="url")
+    assert result.data is not None and result.data[0].url is not None
+    assert result.data[0].b64_json is None
+    fetched = httpx.get(result.data[0].url)
+    assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(fetched.content)).size == (1024, 1024)
+
+
+def test_idempotency_key_through_the_sdk(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    headers = {"Idempotency-Key": "e2e-order-1"}
+    first = client.images.with_raw_response.generate(prompt="a heron", quality="low", extra_headers=headers)
+    again = client.images.with_raw_response.generate(prompt="a heron", quality="low", extra_headers=headers)
+    assert again.headers["x-imagegate-idempotent-replay"] == "true"
+    assert first.parse().data == again.parse().data
+    with pytest.raises(openai.ConflictError):
+        client.images.generate(prompt="another heron", quality="low", extra_headers=headers)
+
+
+def test_per_key_rpm_is_a_rate_limit_error_with_retry_after(gateway: tuple[str, str, str]) -> None:
+    url, _, mini = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=mini, max_retries=0)
+    client.images.generate(model="gpt-image-1-mini", prompt="one", quality="low")
+    client.images.generate(model="gpt-image-1-mini", prompt="two", quality="low")
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.images.generate(model="gpt-image-1-mini", prompt="three", quality="low")
+    retry_after = float(limited.value.response.headers["retry-after"])
+    assert 0 < retry_after <= 60
+
+
+def test_sqlite_stores_and_admin_api(tmp_path: Path) -> None:
+    admin = "e2e-admin-key"
+    settings = ServerSettings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}",
+        admin_key=admin,
+        url_secret=b"s",
+    )
+    with serve_in_thread(create_app(settings=settings)) as url:
+        anonymous = openai.OpenAI(base_url=f"{url}/v1", api_key="nobody", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.images.generate(prompt="x", quality="low")
+        created = httpx.post(
+            f"{url}/admin/keys", json={"name": "team"}, headers={"authorization": f"Bearer {admin}"}
+        )
+        assert created.status_code == 201, created.text
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=created.json()["key"], max_retries=0)
+        assert client.images.generate(prompt="a fox", quality="low").data
+    assert (tmp_path / "imagegate.db").stat().st_size > 0

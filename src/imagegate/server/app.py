@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -36,6 +36,7 @@ from imagegate.errors import ConfigError
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.governance import Governance
+from imagegate.server.imagestore import DirectoryBlobStore
 from imagegate.server.library import LibraryBackend
 from imagegate.server.logconfig import configure_logging
 from imagegate.server.metrics import GatewayMetrics
@@ -45,11 +46,15 @@ from imagegate.server.middleware import (
     ErrorMiddleware,
     RequestIdMiddleware,
 )
+from imagegate.server.ratelimit import MemoryRateLimiter
 from imagegate.server.routes import admin, files, images, ops
 from imagegate.server.service import ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry
 from imagegate.server.urls import UrlSigner
+
+if TYPE_CHECKING:
+    from imagegate.stores.sql import SqlStores
 
 __all__ = ["app_from_environ", "build_app", "create_app", "models_of"]
 
@@ -149,6 +154,9 @@ def create_app(
     config = config or load(None, {})
     settings = settings or ServerSettings()
     memory = MemoryStores()
+    signer = UrlSigner(
+        secret=settings.url_secret or os.urandom(32), ttl_s=settings.url_ttl_s, base_url=settings.public_url
+    )
     gate = AsyncImageGate(
         config,
         http_client=http_client,
@@ -158,7 +166,7 @@ def create_app(
     )
     governance = Governance(
         keys=keys or memory.keys,
-        rates=rates,
+        rates=rates or MemoryRateLimiter(),
         budgets=budgets or memory.budgets,
         ledger=ledger or memory.ledger,
         audit=audit or memory.audit,
@@ -168,13 +176,9 @@ def create_app(
         backend=LibraryBackend(gate),
         governance=governance,
         metrics=metrics,
-        signer=UrlSigner(
-            secret=settings.url_secret or os.urandom(32),
-            ttl_s=settings.url_ttl_s,
-            base_url=settings.public_url,
-        ),
+        signer=signer,
         default_model=config.default_model,
-        blobs=blobs,
+        blobs=blobs or DirectoryBlobStore(settings.data_dir / "images", signer=signer),
         idempotency=idempotency or memory.idempotency,
     )
     models = models_of(config)
@@ -188,13 +192,32 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await _decide_access(governance, settings, bind_host)
+        sql = await _open_sql(settings, governance, service) if settings.database_url else None
         try:
+            await _decide_access(governance, settings, bind_host)
             yield
         finally:
             await gate.aclose()
+            if sql is not None:
+                await sql.aclose()
 
     return build_app(state, lifespan=lifespan)
+
+
+async def _open_sql(settings: ServerSettings, governance: Governance, service: ImageService) -> SqlStores:
+    """The embedded default (SQLite under the data directory) or PostgreSQL, migrated to head."""
+    from imagegate.stores.sql import open_sql_stores
+
+    assert settings.database_url is not None
+    if settings.database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    stores = await open_sql_stores(settings.database_url)
+    governance.keys = stores.keys
+    governance.budgets = stores.budgets
+    governance.ledger = stores.ledger
+    governance.audit = stores.audit
+    service.idempotency = stores.idempotency
+    return stores
 
 
 async def _decide_access(governance: Governance, settings: ServerSettings, bind_host: str) -> None:

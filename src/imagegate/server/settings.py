@@ -85,11 +85,13 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
     if problems:
         raise ConfigError(problems, source="environment")
     secret = environ.get("IMAGEGATE_URL_SECRET")
+    data_dir = Path(environ.get("IMAGEGATE_DATA_DIR", ".imagegate"))
     return ServerSettings(
         admin_key=environ.get("IMAGEGATE_ADMIN_KEY") or None,
         url_secret=secret.encode() if secret else secrets.token_bytes(32),
         public_url=environ.get("IMAGEGATE_PUBLIC_URL", ""),
-        data_dir=Path(environ.get("IMAGEGATE_DATA_DIR", ".imagegate")),
-        database_url=environ.get("IMAGEGATE_DATABASE_URL") or None,
+        data_dir=data_dir,
+        database_url=environ.get("IMAGEGATE_DATABASE_URL")
+        or f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}",
         url_ttl_s=url_ttl_s,
     )

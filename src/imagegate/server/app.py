@@ -142,12 +142,15 @@ def create_app(
     rates: RateLimiter | None = None,
     blobs: BlobStore | None = None,
     bind_host: str = "127.0.0.1",
+    open_access: bool | None = None,
 ) -> FastAPI:
     """The gateway for ``config`` (zero config when ``None``).
 
     Stores default to in-process ones (``imagegate.stores.memory``). ``http_client`` is the
     upstream client, handed to ``AsyncImageGate`` (default: the in-process emulator when the
     config is emulated, else a pooled ``httpx.AsyncClient``); only a client it made is closed.
+    ``open_access``: ``None`` decides at start-up (see the module docstring), ``True`` serves
+    without keys from the start (in-process tests), ``False`` always requires a key.
     """
     from imagegate.stores.memory import MemoryStores
 
@@ -165,7 +168,7 @@ def create_app(
         clock=clock or time.monotonic,
     )
     governance = Governance(
-        keys=keys or memory.keys,
+        keys=None if open_access else (keys or memory.keys),
         rates=rates or MemoryRateLimiter(),
         budgets=budgets or memory.budgets,
         ledger=ledger or memory.ledger,
@@ -194,7 +197,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sql = await _open_sql(settings, governance, service) if settings.database_url else None
         try:
-            await _decide_access(governance, settings, bind_host)
+            if open_access is None:
+                await _decide_access(governance, settings, bind_host)
             yield
         finally:
             await gate.aclose()

@@ -12,6 +12,7 @@ same key with another body is a 409. Nothing is billed twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from typing import Any
 
 import anyio
 import orjson
+from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from imagegate.errors import (
@@ -225,17 +227,21 @@ class ImageService:
         started: datetime,
         estimate: Decimal,
         idem_key: str | None,
-    ) -> None:
+    ) -> Callable[[], Awaitable[None]]:
+        """Settle the budget now (the next request must see it); return the ledger/audit write,
+        which the caller runs after the response is sent (it is off the latency path, and its
+        failures are logged, never turned into a failed response)."""
         cost = result.cost.usd if result.cost is not None else estimate
         exact = result.cost is not None and not result.cost.estimated
         self._observe_attempts(result.attempts)
         await self.governance.settle(hold, cost)
-        await self.governance.record(
+        self.metrics.observe_images(model=result.model, operation=request.operation, count=len(result.images))
+        self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
+        return functools.partial(
+            self.governance.record,
             caller=caller, request=request, request_id=request_id, started_at=started, result=result,
             cost_usd=cost, cost_exact=exact, idempotency_key=idem_key,
         )  # fmt: skip
-        self.metrics.observe_images(model=result.model, operation=request.operation, count=len(result.images))
-        self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
 
     def _observe_attempts(self, attempts: tuple[AttemptRecord, ...]) -> None:
         for attempt in attempts:
@@ -253,13 +259,15 @@ class ImageService:
         except BaseException as exc:
             await self._failed(exc, caller, request, request_id, hold, started, estimate, idem_key)
             raise
-        await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
+        record = await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
         urls = await self._store(result, origin) if call.response_format == "url" else None
         body = orjson.dumps(image_payload(result, urls=urls, echo=_echo(request, result)))
         headers = result_headers(result)
         if self.backend.served_model(request.model) not in (None, result.model):
             headers["x-imagegate-degraded"] = "true"
-        return Response(body, media_type="application/json", headers=headers)
+        return Response(
+            body, media_type="application/json", headers=headers, background=BackgroundTask(record)
+        )
 
     async def _store(self, result: ImageResult, origin: str) -> list[str]:
         """Decode each image once, store it content-addressed, answer with signed URLs."""

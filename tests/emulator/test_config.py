@@ -8,7 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from imagegate.cli.main import app as cli
-from imagegate.emulator import EmulatorConfigError, default_emulator_config, load_emulator_config
+from imagegate.emulator import (
+    DeploymentSpec,
+    EmulatorConfig,
+    EmulatorConfigError,
+    default_emulator_config,
+    load_emulator_config,
+)
 from imagegate.emulator.banner import describe
 
 
@@ -113,6 +119,14 @@ def test_banner_names_deployments_key_and_an_example() -> None:
     assert "gpt-image-1-swc" in text and "Entra" in text
     assert "api key: emulator-key" in text
     assert "curl -s 'http://127.0.0.1:8081/openai/deployments/gpt-image-1/images/generations" in text
+
+
+def test_banner_never_prints_a_configured_key() -> None:
+    cfg = EmulatorConfig(
+        deployments=(DeploymentSpec(name="d", model="gpt-image-1", api_keys=("s3cr3t-value",)),)
+    )
+    text = describe(cfg, "http://127.0.0.1:1", 0)
+    assert "s3cr3t-value" not in text and "<your configured key>" in text
 
 
 def test_cli_rejects_a_bad_config_with_every_problem(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ It lives here, not in the CLI, because it names models and the CLI stays model-a
 
 from __future__ import annotations
 
-from imagegate.emulator.config import EmulatorConfig
+from imagegate.emulator.config import DEMO_API_KEY, EmulatorConfig
 
 
 def describe(config: EmulatorConfig, base_url: str, time_scale: float) -> str:
@@ -19,10 +19,12 @@ def describe(config: EmulatorConfig, base_url: str, time_scale: float) -> str:
             f"{dep.concurrency:>5}  {auth}"
         )
     first = next((d for d in config.deployments if d.model.startswith("gpt-image")), config.deployments[0])
-    key = first.api_keys[0] if first.api_keys else "<key>"
+    # Only the documented demo key is ever printed; configured keys are secrets.
+    demo = DEMO_API_KEY in first.api_keys
+    key = DEMO_API_KEY if demo else "<your configured key>"
     lines += [
         "",
-        f"  api key: {key}  (a documented demo value, not a secret)",
+        f"  api key: {key}" + ("  (a documented demo value, not a secret)" if demo else ""),
         "  admin:   GET /_emulator/deployments   PUT /_emulator/deployments/{name}/faults"
         "   POST /_emulator/reset",
         "",

@@ -31,8 +31,8 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-async def test_claim_in_progress_done(stores: Any) -> None:
-    s = stores.idempotency
+async def test_claim_in_progress_done(idempotency_store: Any) -> None:
+    s = idempotency_store
     first = await s.claim("key_a", "k1", FP, T0, lease_s=60)
     assert first.status is ClaimStatus.CLAIMED
     assert (await s.claim("key_a", "k1", FP, T0, lease_s=60)).status is ClaimStatus.IN_PROGRESS
@@ -42,15 +42,15 @@ async def test_claim_in_progress_done(stores: Any) -> None:
     assert done.status is ClaimStatus.DONE and done.record.response_ref == "resp:abc"
 
 
-async def test_other_body_is_conflict(stores: Any) -> None:
-    await stores.idempotency.claim("key_a", "k1", FP, T0, lease_s=60)
+async def test_other_body_is_conflict(idempotency_store: Any) -> None:
+    await idempotency_store.claim("key_a", "k1", FP, T0, lease_s=60)
     with pytest.raises(Conflict, match="different request body") as info:
-        await stores.idempotency.claim("key_a", "k1", OTHER, T0, lease_s=60)
+        await idempotency_store.claim("key_a", "k1", OTHER, T0, lease_s=60)
     assert info.value.http_status == 409
 
 
-async def test_expired_entries_are_taken_over(stores: Any) -> None:
-    s = stores.idempotency
+async def test_expired_entries_are_taken_over(idempotency_store: Any) -> None:
+    s = idempotency_store
     await s.claim("key_a", "k1", FP, T0, lease_s=60)  # owner dies, never completes
     assert (
         await s.claim("key_a", "k1", FP, T0 + timedelta(seconds=59), lease_s=60)
@@ -65,8 +65,8 @@ async def test_expired_entries_are_taken_over(stores: Any) -> None:
     assert later.status is ClaimStatus.CLAIMED and later.record.fingerprint == OTHER
 
 
-async def test_release_and_purge(stores: Any) -> None:
-    s = stores.idempotency
+async def test_release_and_purge(idempotency_store: Any) -> None:
+    s = idempotency_store
     await s.claim("key_a", "k1", FP, T0, lease_s=60)
     await s.release("key_a", "k1")
     assert await s.get("key_a", "k1") is None
@@ -79,27 +79,27 @@ async def test_release_and_purge(stores: Any) -> None:
     assert await s.get("key_a", "k2") is None and await s.get("key_a", "k3") is not None
 
 
-async def test_concurrent_claims_have_exactly_one_winner(stores: Any) -> None:
+async def test_concurrent_claims_have_exactly_one_winner(idempotency_store: Any) -> None:
     claims = await asyncio.gather(
-        *(stores.idempotency.claim("key_a", "race", FP, T0, lease_s=60) for _ in range(20))
+        *(idempotency_store.claim("key_a", "race", FP, T0, lease_s=60) for _ in range(20))
     )
     assert [c.status for c in claims].count(ClaimStatus.CLAIMED) == 1
     assert [c.status for c in claims].count(ClaimStatus.IN_PROGRESS) == 19
 
 
-async def test_bad_idempotency_key_names_the_header(stores: Any) -> None:
+async def test_bad_idempotency_key_names_the_header(idempotency_store: Any) -> None:
     with pytest.raises(InvalidRequest, match="Idempotency-Key"):
-        await stores.idempotency.claim("key_a", "x" * 300, FP, T0, lease_s=60)
+        await idempotency_store.claim("key_a", "x" * 300, FP, T0, lease_s=60)
 
 
-async def test_waiter_in_same_process_is_woken_and_replays(stores: Any) -> None:
+async def test_waiter_in_same_process_is_woken_and_replays(idempotency_store: Any) -> None:
     clock = FakeClock()
     never = asyncio.Event()
 
     async def no_poll(_: float) -> None:
         await never.wait()  # polling never fires: only the in-process wake-up can end the wait
 
-    gate = IdempotencyGate(stores.idempotency, clock=clock, sleep=no_poll)
+    gate = IdempotencyGate(idempotency_store, clock=clock, sleep=no_poll)
     generations = 0
     go = asyncio.Event()
 
@@ -122,7 +122,7 @@ async def test_waiter_in_same_process_is_woken_and_replays(stores: Any) -> None:
     assert generations == 1
 
 
-async def test_waiter_on_another_replica_polls_then_replays(stores: Any) -> None:
+async def test_waiter_on_another_replica_polls_then_replays(idempotency_store: Any) -> None:
     clock = FakeClock()
     go = asyncio.Event()
     polls = 0
@@ -134,8 +134,8 @@ async def test_waiter_on_another_replica_polls_then_replays(stores: Any) -> None
             go.set()
         await clock.sleep(seconds)
 
-    replica_a = IdempotencyGate(stores.idempotency, clock=clock, sleep=sleep, poll_interval_s=0.5)
-    replica_b = IdempotencyGate(stores.idempotency, clock=clock, sleep=sleep, poll_interval_s=0.5)
+    replica_a = IdempotencyGate(idempotency_store, clock=clock, sleep=sleep, poll_interval_s=0.5)
+    replica_b = IdempotencyGate(idempotency_store, clock=clock, sleep=sleep, poll_interval_s=0.5)
     owner = await replica_a.begin("key_a", "k1", FP)
     assert owner.owner
 
@@ -150,23 +150,23 @@ async def test_waiter_on_another_replica_polls_then_replays(stores: Any) -> None
     assert polls >= 3 and set(clock.sleeps) == {0.5}
 
 
-async def test_waiting_too_long_is_a_conflict_to_retry(stores: Any) -> None:
+async def test_waiting_too_long_is_a_conflict_to_retry(idempotency_store: Any) -> None:
     clock = FakeClock()
     gate = IdempotencyGate(
-        stores.idempotency, clock=clock, sleep=clock.sleep, poll_interval_s=1, wait_timeout_s=5
+        idempotency_store, clock=clock, sleep=clock.sleep, poll_interval_s=1, wait_timeout_s=5
     )
     assert (await gate.begin("key_a", "k1", FP)).owner
     other = IdempotencyGate(
-        stores.idempotency, clock=clock, sleep=clock.sleep, poll_interval_s=1, wait_timeout_s=5
+        idempotency_store, clock=clock, sleep=clock.sleep, poll_interval_s=1, wait_timeout_s=5
     )
     with pytest.raises(Conflict, match="still in progress"):
         await other.begin("key_a", "k1", FP)
     assert clock.sleeps == [1, 1, 1, 1, 1]
 
 
-async def test_released_claim_lets_a_waiter_run(stores: Any) -> None:
+async def test_released_claim_lets_a_waiter_run(idempotency_store: Any) -> None:
     clock = FakeClock()
-    gate = IdempotencyGate(stores.idempotency, clock=clock, sleep=clock.sleep)
+    gate = IdempotencyGate(idempotency_store, clock=clock, sleep=clock.sleep)
     first = await gate.begin("key_a", "k1", FP)
     waiter = asyncio.ensure_future(gate.begin("key_a", "k1", FP))
     await asyncio.sleep(0)
@@ -175,9 +175,9 @@ async def test_released_claim_lets_a_waiter_run(stores: Any) -> None:
     assert second.owner  # the first failed: the retry runs (and is billed) once
 
 
-async def test_different_body_does_not_wait(stores: Any) -> None:
+async def test_different_body_does_not_wait(idempotency_store: Any) -> None:
     clock = FakeClock()
-    gate = IdempotencyGate(stores.idempotency, clock=clock, sleep=clock.sleep)
+    gate = IdempotencyGate(idempotency_store, clock=clock, sleep=clock.sleep)
     await gate.begin("key_a", "k1", FP)
     with pytest.raises(Conflict, match="different request body"):
         await gate.begin("key_a", "k1", OTHER)

@@ -42,7 +42,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     now = datetime.now(UTC)
     full = asyncio.run(keys.create("e2e", KeyScope(budget_usd=Decimal("100")), now)).plaintext
     mini = asyncio.run(keys.create("mini-only", KeyScope(models=("gpt-image-1-mini",), rpm=2), now)).plaintext
-    settings = ServerSettings(data_dir=tmp_path_factory.mktemp("gateway"), url_secret=b"e2e-secret")
+    settings = ServerSettings(
+        data_dir=tmp_path_factory.mktemp("gateway"), url_secret=b"e2e-secret-of-16-bytes"
+    )
     app = create_app(keys=keys, settings=settings)
     with serve_in_thread(app) as url:
         yield url, full, mini
@@ -191,7 +193,7 @@ def test_sqlite_stores_and_admin_api(tmp_path: Path) -> None:
         data_dir=tmp_path,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}",
         admin_key=admin,
-        url_secret=b"s",
+        url_secret=b"another-16-byte-secret",
     )
     with serve_in_thread(create_app(settings=settings)) as url:
         anonymous = openai.OpenAI(base_url=f"{url}/v1", api_key="nobody", max_retries=0)

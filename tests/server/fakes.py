@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 
 import anyio
 
 from imagegate.errors import ImageGateError, RateLimited
-from imagegate.ports import BlobRef
 from imagegate.server.backend import StreamItem
 from imagegate.types import (
     AttemptRecord,
@@ -85,22 +82,6 @@ class FakeBackend:
 
     def served_model(self, logical_model: str | None) -> str | None:
         return "gpt-image-1"
-
-
-class FakeBlobs:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def put(self, data: bytes, content_type: str) -> BlobRef:
-        digest = hashlib.sha256(data).hexdigest()
-        self.data[digest] = data
-        return BlobRef(digest=digest, size=len(data), content_type=content_type)
-
-    async def get(self, digest: str) -> bytes:
-        return self.data[digest]
-
-    def signed_url(self, ref: BlobRef, now: datetime, *, ttl_s: float) -> str:
-        raise NotImplementedError("the gateway signs its own URLs")
 
 
 class FakeRates:

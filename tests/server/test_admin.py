@@ -13,7 +13,6 @@ from imagegate.server.governance import Governance
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.service import ImageService
 from imagegate.server.state import GatewayState
-from imagegate.server.urls import UrlSigner
 from imagegate.stores.memory import MemoryStores
 
 from .fakes import FakeBackend
@@ -23,9 +22,11 @@ ADMIN = "admin-secret-for-tests"
 
 
 def _app(stores: MemoryStores, admin_key: str | None) -> httpx.AsyncClient:
-    gov = Governance(keys=stores.keys, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW)
+    gov = Governance(
+        keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW
+    )
     metrics = GatewayMetrics()
-    svc = ImageService(backend=FakeBackend(), governance=gov, metrics=metrics, signer=UrlSigner(secret=b"s"))
+    svc = ImageService(backend=FakeBackend(), governance=gov, metrics=metrics)
     app = build_app(GatewayState(metrics=metrics, images=svc, admin_key=admin_key))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
 

@@ -8,6 +8,7 @@ operation, so a failure reproduces and the run stays within seconds.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,6 @@ from imagegate.emulator.config import default_emulator_config
 from imagegate.server.app import create_app
 from imagegate.server.settings import ServerSettings
 
-from .fakes import FakeBlobs
-
 
 def _app() -> Any:
     defaults = default_emulator_config()
@@ -37,8 +36,9 @@ def _app() -> Any:
     app = create_app(
         config,
         http_client=client,
-        settings=ServerSettings(admin_key="fuzz-admin", url_secret=b"fuzz", data_dir=Path("/nonexistent")),
-        blobs=FakeBlobs(),
+        settings=ServerSettings(
+            admin_key="fuzz-admin", url_secret=b"fuzz-secret-16-bytes", data_dir=Path(tempfile.mkdtemp())
+        ),
         open_access=True,
     )
     return app

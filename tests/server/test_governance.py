@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import httpx
@@ -16,8 +17,8 @@ from imagegate.ports import EntryKind, KeyScope
 from imagegate.server.governance import Governance
 from imagegate.stores.memory import MemoryStores
 
-from .fakes import FakeBackend, FakeBlobs, FakeRates
-from .test_images import make_app
+from .fakes import FakeBackend, FakeRates
+from .test_images import local_blobs, make_app
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -33,7 +34,7 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-async def gw(stores: MemoryStores, backend: FakeBackend) -> AsyncIterator[httpx.AsyncClient]:
+async def gw(stores: MemoryStores, backend: FakeBackend, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     gov = Governance(
         keys=stores.keys,
         rates=FakeRates(),
@@ -42,7 +43,7 @@ async def gw(stores: MemoryStores, backend: FakeBackend) -> AsyncIterator[httpx.
         audit=stores.audit,
         now=lambda: NOW,
     )
-    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=FakeBlobs())
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         yield c
 

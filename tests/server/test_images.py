@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import orjson
@@ -16,31 +18,36 @@ from imagegate.server.governance import Governance
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.service import ImageService
 from imagegate.server.state import GatewayState
-from imagegate.server.urls import UrlSigner
+from imagegate.stores.blobs import LocalBlobStore
 
-from .fakes import PNG, PNG_B64, FakeBackend, FakeBlobs
+from .fakes import PNG, PNG_B64, FakeBackend
 from .images import png
 
 
 class Clock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
+    """A settable UTC clock for the governance steps and URL expiry."""
 
-    def __call__(self) -> float:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
         return self.t
 
 
-def make_app(backend: FakeBackend, *, clock: Clock | None = None, **service: object) -> FastAPI:
+def make_app(backend: FakeBackend, **service: object) -> FastAPI:
     metrics = GatewayMetrics()
     svc = ImageService(
         backend=backend,
         governance=service.pop("governance", Governance()),  # type: ignore[arg-type]
         metrics=metrics,
-        signer=UrlSigner(secret=b"test-secret", ttl_s=600),
-        clock=clock or Clock(),
+        url_ttl_s=600,
         **service,  # type: ignore[arg-type]
     )
     return build_app(GatewayState(metrics=metrics, images=svc))
+
+
+def local_blobs(root: Path) -> LocalBlobStore:
+    return LocalBlobStore(root, url_secret=b"test-secret-of-16+bytes", base_url="/v1/files/images")
 
 
 @pytest.fixture
@@ -49,8 +56,8 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-async def gw(backend: FakeBackend) -> AsyncIterator[httpx.AsyncClient]:
-    app = make_app(backend, blobs=FakeBlobs())
+async def gw(backend: FakeBackend, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = make_app(backend, blobs=local_blobs(tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         yield c
 
@@ -100,7 +107,7 @@ async def test_response_format_url_serves_the_image_by_signed_url(gw: httpx.Asyn
     assert r.status_code == 200, r.text
     url = r.json()["data"][0]["url"]
     assert "b64_json" not in r.json()["data"][0]
-    assert url.startswith("http://gw/v1/files/images/") and "sig=" in url
+    assert url.startswith("http://gw/v1/files/images/") and "sig=" in url and "expires=" in url
     img = await gw.get(url)
     assert img.status_code == 200
     assert img.headers["content-type"] == "image/png"
@@ -111,14 +118,14 @@ async def test_response_format_url_serves_the_image_by_signed_url(gw: httpx.Asyn
     assert (await gw.get(other)).status_code in (403, 404)
 
 
-async def test_signed_url_expires(backend: FakeBackend) -> None:
+async def test_signed_url_expires(backend: FakeBackend, tmp_path: Path) -> None:
     clock = Clock()
-    app = make_app(backend, clock=clock, blobs=FakeBlobs())
+    app = make_app(backend, governance=Governance(now=clock), blobs=local_blobs(tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         url = (await c.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})).json()[
             "data"
         ][0]["url"]
-        clock.t += 601
+        clock.t += timedelta(seconds=601)
         r = await c.get(url)
     assert r.status_code == 403
     assert "expired" in r.json()["error"]["message"]

@@ -2,7 +2,7 @@
 
 ``create_app(config)`` builds everything the routes need from configuration: the upstream HTTP
 client (the in-process emulator in zero-config mode), the library backend, the stores, the
-governance steps and the URL signer. ``build_app(state)`` assembles the FastAPI app from those
+governance steps and the image store. ``build_app(state)`` assembles the FastAPI app from those
 collaborators; the middleware order is declared there, in exactly one list, outermost first.
 ``app_from_environ`` is the factory ``imagegate serve`` hands to uvicorn (one per worker).
 
@@ -33,10 +33,10 @@ from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.config_load import load
 from imagegate.errors import ConfigError
+from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.governance import Governance
-from imagegate.server.imagestore import DirectoryBlobStore
 from imagegate.server.library import LibraryBackend
 from imagegate.server.logconfig import configure_logging
 from imagegate.server.metrics import GatewayMetrics
@@ -46,12 +46,13 @@ from imagegate.server.middleware import (
     ErrorMiddleware,
     RequestIdMiddleware,
 )
-from imagegate.server.ratelimit import MemoryRateLimiter
 from imagegate.server.routes import admin, files, images, ops
+from imagegate.server.routes.files import IMAGE_ROUTE
 from imagegate.server.service import ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry
-from imagegate.server.urls import UrlSigner
+from imagegate.stores.blobs import LocalBlobStore
+from imagegate.stores.ratelimit import KeyRateLimiter, rate_limiter_for
 
 if TYPE_CHECKING:
     from imagegate.stores.sql import SqlStores
@@ -157,9 +158,13 @@ def create_app(
     config = config or load(None, {})
     settings = settings or ServerSettings()
     memory = MemoryStores()
-    signer = UrlSigner(
-        secret=settings.url_secret or os.urandom(32), ttl_s=settings.url_ttl_s, base_url=settings.public_url
-    )
+    if blobs is None:
+        blobs = LocalBlobStore(
+            settings.data_dir / "images",
+            url_secret=settings.url_secret or os.urandom(32),
+            base_url=f"{settings.public_url.rstrip('/')}{IMAGE_ROUTE}",
+        )
+    limiter = rates or rate_limiter_for(settings.redis_url)
     gate = AsyncImageGate(
         config,
         http_client=http_client,
@@ -169,7 +174,7 @@ def create_app(
     )
     governance = Governance(
         keys=None if open_access else (keys or memory.keys),
-        rates=rates or MemoryRateLimiter(),
+        rates=limiter,
         budgets=budgets or memory.budgets,
         ledger=ledger or memory.ledger,
         audit=audit or memory.audit,
@@ -179,9 +184,9 @@ def create_app(
         backend=LibraryBackend(gate),
         governance=governance,
         metrics=metrics,
-        signer=signer,
+        url_ttl_s=settings.url_ttl_s,
         default_model=config.default_model,
-        blobs=blobs or DirectoryBlobStore(settings.data_dir / "images", signer=signer),
+        blobs=blobs,
         idempotency=idempotency or memory.idempotency,
     )
     models = models_of(config)
@@ -202,6 +207,8 @@ def create_app(
             yield
         finally:
             await gate.aclose()
+            if isinstance(limiter, KeyRateLimiter):
+                await limiter.aclose()
             if sql is not None:
                 await sql.aclose()
 
@@ -215,7 +222,8 @@ async def _open_sql(settings: ServerSettings, governance: Governance, service: I
     assert settings.database_url is not None
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    stores = await open_sql_stores(settings.database_url)
+    pepper = settings.key_pepper.encode() if settings.key_pepper else DEFAULT_PEPPER
+    stores = await open_sql_stores(settings.database_url, pepper=pepper)
     governance.keys = stores.keys
     governance.budgets = stores.budgets
     governance.ledger = stores.ledger

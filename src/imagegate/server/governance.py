@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -224,27 +224,3 @@ class Governance:
                     details={"n": request.n, "http_status": http_status},
                 )
             )
-
-    async def admin_event(
-        self, action: str, outcome: str, *, target: str | None, request_id: str | None
-    ) -> None:
-        if self.audit is not None:
-            await self.audit.record(
-                AuditEvent(
-                    at=self.now(),
-                    actor_kind="admin",
-                    action=action,
-                    outcome=outcome,
-                    actor_id="admin",
-                    target=target,
-                    request_id=request_id,
-                )
-            )
-
-
-def scopes_for(request: ImageRequest) -> RequestScope:
-    return RequestScope(logical_model=request.model or "default", n=request.n, quality=request.quality)
-
-
-def budget_names(caller: Caller) -> Sequence[str]:
-    return [b.name for b in caller.budgets]

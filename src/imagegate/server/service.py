@@ -44,7 +44,6 @@ from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.parsing import ParsedCall
 from imagegate.server.responses import image_payload, result_headers, usage_payload
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
-from imagegate.server.urls import UrlSigner
 from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
 __all__ = ["ImageService"]
@@ -61,8 +60,8 @@ class ImageService:
     backend: ImageBackend
     governance: Governance
     metrics: GatewayMetrics
-    signer: UrlSigner
     default_model: str = "default"
+    url_ttl_s: float = 3600.0
     blobs: BlobStore | None = None
     idempotency: IdempotencyStore | None = None
     clock: Callable[[], float] = time.time
@@ -276,7 +275,8 @@ class ImageService:
         for image in result.images:
             content_type = _FORMAT_TYPES.get(image.format or "png", "image/png")
             ref = await self.blobs.put(image.data, content_type)
-            urls.append(self.signer.url(ref.digest, content_type, self.clock(), origin))
+            url = self.blobs.signed_url(ref, self.governance.now(), ttl_s=self.url_ttl_s)
+            urls.append(origin + url if url.startswith("/") else url)
         return urls
 
     # ------------------------------------------------------------------ streaming

@@ -53,11 +53,13 @@ class ServerSettings:
     field               environment                meaning
     ==================  =========================  ==============================================
     admin_key           IMAGEGATE_ADMIN_KEY        guards ``/admin/*``; unset → admin API off
-    url_secret          IMAGEGATE_URL_SECRET       signs image URLs; unset → random per start
+    url_secret          IMAGEGATE_URL_SECRET       signs image URLs (>= 16 bytes); unset → random
     public_url          IMAGEGATE_PUBLIC_URL       origin put in image URLs (behind a proxy)
     data_dir            IMAGEGATE_DATA_DIR         SQLite file and images (default .imagegate)
     database_url        IMAGEGATE_DATABASE_URL     SQLite (default) or PostgreSQL
     url_ttl_s           IMAGEGATE_URL_TTL_S        lifetime of image URLs (default 3600)
+    redis_url           IMAGEGATE_REDIS_URL        shared per-key rpm across workers/replicas
+    key_pepper          IMAGEGATE_KEY_PEPPER       mixed into key hashes; same as ``imagegate keys``
     ==================  =========================  ==============================================
     """
 
@@ -67,6 +69,8 @@ class ServerSettings:
     data_dir: Path = Path(".imagegate")
     database_url: str | None = field(default=None, repr=False)
     url_ttl_s: float = 3600.0
+    redis_url: str | None = field(default=None, repr=False)
+    key_pepper: str | None = field(default=None, repr=False)
     limits: ServerLimits = DEFAULT_LIMITS
 
 
@@ -82,9 +86,11 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
     except ValueError:
         problems.append(f"IMAGEGATE_URL_TTL_S={ttl!r} is not a positive number of seconds")
         url_ttl_s = 3600.0
+    secret = environ.get("IMAGEGATE_URL_SECRET")
+    if secret is not None and len(secret.encode()) < 16:
+        problems.append("IMAGEGATE_URL_SECRET is shorter than 16 bytes; use a long random value")
     if problems:
         raise ConfigError(problems, source="environment")
-    secret = environ.get("IMAGEGATE_URL_SECRET")
     data_dir = Path(environ.get("IMAGEGATE_DATA_DIR", ".imagegate"))
     return ServerSettings(
         admin_key=environ.get("IMAGEGATE_ADMIN_KEY") or None,
@@ -94,4 +100,6 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         database_url=environ.get("IMAGEGATE_DATABASE_URL")
         or f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}",
         url_ttl_s=url_ttl_s,
+        redis_url=environ.get("IMAGEGATE_REDIS_URL") or None,
+        key_pepper=environ.get("IMAGEGATE_KEY_PEPPER") or None,
     )

@@ -2,7 +2,8 @@
 
 The admin key comes from ``IMAGEGATE_ADMIN_KEY`` (or the configuration); without one the admin
 API answers 403 and says how to enable it. A key's plaintext is returned exactly once, by the
-create call. Every change is written to the audit log with the request id.
+create call. Changes go through ``stores.admin.KeyAdmin`` (the same as ``imagegate keys``), which
+writes each one to the audit log.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from starlette.responses import Response
 
 from imagegate.errors import AuthenticationError, PermissionDenied
 from imagegate.policy.budget import Period
-from imagegate.ports import KeyRecord, KeyScope, KeyStore
+from imagegate.ports import KeyRecord, KeyScope
 from imagegate.server.governance import credential_from
-from imagegate.server.middleware import request_state
-from imagegate.server.state import GatewayState, gateway_state
+from imagegate.server.state import gateway_state
+from imagegate.stores.admin import KeyAdmin
 
 __all__ = ["router"]
 
@@ -70,34 +71,26 @@ def _record(record: KeyRecord) -> dict[str, Any]:
     }
 
 
-async def _admin(request: Request) -> tuple[GatewayState, KeyStore]:
-    """Dependency: the caller holds the admin key, and the gateway has a key store."""
+async def _admin(request: Request) -> KeyAdmin:
+    """Dependency: the caller holds the admin key; the key admin over the gateway's stores."""
     state = gateway_state(request)
     if state.admin_key is None:
         raise PermissionDenied("the admin API is disabled: start the gateway with IMAGEGATE_ADMIN_KEY set")
     given = credential_from(request.headers)
     if not given or not hmac.compare_digest(given.encode(), state.admin_key.encode()):
         raise AuthenticationError("the admin API needs the admin key (Authorization: Bearer <admin key>)")
-    keys = state.images.governance.keys if state.images is not None else None
-    if keys is None:
-        raise PermissionDenied("this gateway has no key store")
-    return state, keys
+    gov = state.images.governance if state.images is not None else None
+    if gov is None or gov.keys is None or gov.audit is None or gov.budgets is None:
+        raise PermissionDenied("this gateway has no key, audit or budget store")
+    return KeyAdmin(gov.keys, gov.audit, gov.budgets, clock=gov.now)
 
 
-Admin = Annotated[tuple[GatewayState, KeyStore], Depends(_admin)]
-
-
-async def _audit(state: GatewayState, request: Request, action: str, target: str) -> None:
-    if state.images is not None:
-        await state.images.governance.admin_event(
-            action, "ok", target=target, request_id=request_state(request.scope).get("request_id")
-        )
+Admin = Annotated[KeyAdmin, Depends(_admin)]
+ACTOR = "admin-api"
 
 
 @router.post("/keys", status_code=201, summary="Create a virtual key (its plaintext is shown once).")
-async def create_key(request: Request, body: NewKeyBody, admin: Admin) -> Response:
-    state, keys = admin
-    assert state.images is not None
+async def create_key(body: NewKeyBody, admin: Admin) -> Response:
     scope = KeyScope(
         models=tuple(body.models),
         max_quality=body.max_quality,
@@ -106,22 +99,22 @@ async def create_key(request: Request, body: NewKeyBody, admin: Admin) -> Respon
         budget_usd=body.budget_usd,
         budget_period=Period(body.budget_period),
     )
-    new = await keys.create(body.name, scope, state.images.governance.now(), expires_at=body.expires_at)
-    await _audit(state, request, "key.create", new.record.id)
+    new = await admin.create(body.name, scope, actor=ACTOR, expires_at=body.expires_at)
     return _json({**_record(new.record), "key": new.plaintext}, status=201)
 
 
-@router.get("/keys", summary="List virtual keys (never their plaintext).")
+@router.get("/keys", summary="List virtual keys (never their plaintext), with budget use.")
 async def list_keys(admin: Admin, include_revoked: bool = Query(default=False)) -> Response:
-    _, keys = admin
-    records = await keys.list(include_revoked=include_revoked)
-    return _json({"object": "list", "data": [_record(r) for r in records]})
+    data = []
+    for view in await admin.list(include_revoked=include_revoked):
+        row = _record(view.record)
+        if view.usage is not None:
+            row["budget_spent_usd"] = format(view.usage.spent_usd, "f")
+            row["budget_remaining_usd"] = format(view.usage.remaining_usd, "f")
+        data.append(row)
+    return _json({"object": "list", "data": data})
 
 
-@router.delete("/keys/{key_id}", summary="Revoke a virtual key (idempotent).")
-async def revoke_key(request: Request, key_id: str, admin: Admin) -> Response:
-    state, keys = admin
-    assert state.images is not None
-    record = await keys.revoke(key_id, state.images.governance.now())
-    await _audit(state, request, "key.revoke", key_id)
-    return _json(_record(record))
+@router.delete("/keys/{key_id}", summary="Revoke a virtual key by id or unique name (idempotent).")
+async def revoke_key(key_id: str, admin: Admin) -> Response:
+    return _json(_record(await admin.revoke(key_id, actor=ACTOR)))

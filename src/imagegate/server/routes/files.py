@@ -1,7 +1,9 @@
-"""``GET /v1/files/images/<sha256>.<ext>?exp=..&sig=..``: images stored for ``response_format=url``.
+"""``GET /v1/files/images/<sha256>.<ext>?expires=..&sig=..``: images kept for ``response_format=url``.
 
-The signature is the capability: no API key is needed, so an ``<img src>`` works. Served as raw
-bytes with a long private cache lifetime (the name is the content hash) and never gzipped.
+The URL is minted and checked by the local blob store (``stores.blobs.LocalBlobStore``, HMAC over
+digest, extension and expiry); the signature is the capability, so no API key is needed and an
+``<img src>`` works. Served as raw bytes (never gzipped) with a private cache lifetime. With a
+cloud blob store, image URLs point at the cloud and this route answers 404.
 """
 
 from __future__ import annotations
@@ -12,28 +14,29 @@ from starlette.responses import Response
 
 from imagegate.errors import NotFound
 from imagegate.server.state import gateway_state
+from imagegate.stores.blobs import LocalBlobStore
 
-__all__ = ["router"]
+__all__ = ["IMAGE_ROUTE", "router"]
 
 router = APIRouter(tags=["files"])
 
+IMAGE_ROUTE = "/v1/files/images"
+
 
 @router.get(
-    "/v1/files/images/{name}",
+    IMAGE_ROUTE + "/{name}",
     summary="An image stored by the gateway, by signed, expiring URL.",
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
 )
 async def get_image(
-    request: Request, name: str, exp: str = Query(max_length=20), sig: str = Query(max_length=64)
+    request: Request, name: str, expires: str = Query(max_length=20), sig: str = Query(max_length=128)
 ) -> Response:
     service = gateway_state(request).images
-    if service is None or service.blobs is None:
-        raise NotFound("this gateway stores no images")
-    digest, content_type = service.signer.verify(name, exp, sig, service.clock())
-    try:
-        data = await service.blobs.get(digest)
-    except (KeyError, FileNotFoundError):
-        raise NotFound("the image is no longer stored") from None
+    blobs = service.blobs if service is not None else None
+    if service is None or not isinstance(blobs, LocalBlobStore):
+        raise NotFound("this gateway serves no stored images")
+    digest, content_type = blobs.verify(name, expires, sig, service.governance.now())
+    data = await blobs.get(digest)
     return Response(
         data,
         media_type=content_type,

@@ -151,3 +151,27 @@ def test_costs_formats(db: str) -> None:
     assert code == 0 and "key_x" in out and "0.1311" in out and "projected $" in out
     code, out, _ = invoke(["costs", "--format", "csv", "--since", "2999-01-01"], db)
     assert out.splitlines() == ["key,requests,images,cost_usd,estimated"]
+
+
+def test_keys_update_changes_budget_and_is_audited(db: str) -> None:
+    code, _, err = invoke(["keys", "create", "--name", "team-b", "--rpm", "5", "--budget-usd", "10"], db)
+    assert code == 0, err
+    code, _, err = invoke(["keys", "update", "team-b", "--budget-usd", "25", "--period", "week"], db)
+    assert code == 0, err
+    assert "budget=$25/week" in err and "rpm=5" in err
+    code, _, err = invoke(["keys", "update", "team-b", "--rpm", "0", "--models", "gpt-image-1,dall-e-3"], db)
+    assert code == 0 and "rpm=None" in err
+    [row] = orjson.loads(invoke(["keys", "list", "--json"], db)[1])
+    assert row["budget"] == "$25/week" and row["rpm"] is None and row["models"] == "gpt-image-1,dall-e-3"
+    actions = [orjson.loads(line)["action"] for line in invoke(["audit", "export"], db)[1].splitlines()]
+    assert actions == ["key.create", "budget.set", "key.update"]
+    code, _, err = invoke(["keys", "update", "team-b", "--period", "fortnight"], db)
+    assert code == 2 and "--period" in err
+
+
+def test_data_dir_is_shared_with_the_gateway_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"IMAGEGATE_DATABASE_URL": "", "IMAGEGATE_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(app, ["keys", "create", "--name", "x"], env=env)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "data" / "imagegate.db").exists() and not (tmp_path / ".imagegate").exists()

@@ -1,20 +1,22 @@
 """What the governance commands (keys, costs, audit) share: where the database is, and opening it.
 
 The database is ``--database-url``, else ``$IMAGEGATE_DATABASE_URL``, else the SQLite file
-``.imagegate/imagegate.db`` under the current directory. Key hashes are keyed with
-``$IMAGEGATE_KEY_PEPPER`` (the gateway must be given the same one).
+``imagegate.db`` in ``$IMAGEGATE_DATA_DIR`` (default ``.imagegate``) — the gateway's default too.
+Key hashes are keyed with ``$IMAGEGATE_KEY_PEPPER`` (the gateway must be given the same one).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 
 from imagegate.policy.keys import DEFAULT_PEPPER
-from imagegate.stores.engine import default_database_url
+from imagegate.stores.engine import DEFAULT_DATA_DIR, default_database_url
 from imagegate.stores.sql import SqlStores, open_sql_stores
 
 __all__ = ["database_option", "now_utc", "open_database", "pepper_option"]
@@ -42,9 +44,9 @@ def now_utc() -> datetime:
 
 @asynccontextmanager
 async def open_database(url: str | None, pepper: str | None = None) -> AsyncIterator[SqlStores]:
-    stores = await open_sql_stores(
-        url or default_database_url(), pepper=pepper.encode() if pepper else DEFAULT_PEPPER
-    )
+    key_pepper = pepper.encode() if pepper else DEFAULT_PEPPER
+    data_dir = Path(os.environ.get("IMAGEGATE_DATA_DIR") or DEFAULT_DATA_DIR)
+    stores = await open_sql_stores(url or default_database_url(data_dir), pepper=key_pepper)
     try:
         yield stores
     finally:

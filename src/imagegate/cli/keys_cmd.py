@@ -1,4 +1,4 @@
-"""``imagegate keys create|list|revoke``: virtual API keys, their scopes and budgets."""
+"""``imagegate keys create|list|update|revoke``: virtual API keys, their scopes and budgets."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from imagegate.ports import KeyScope
 from imagegate.stores.admin import KeyAdmin, KeyView
 from imagegate.stores.sql import SqlStores
 
-app = typer.Typer(help="Create, list and revoke virtual API keys.", no_args_is_help=True)
+app = typer.Typer(help="Create, list, update and revoke virtual API keys.", no_args_is_help=True)
 
 ACTOR = "cli"
 
@@ -138,6 +138,52 @@ def list_keys(
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row.values()))
         out_console().print(table)
+
+
+@app.command()
+def update(
+    key: str = typer.Argument(..., help="Key id (key_...) or the name of exactly one active key."),
+    models: list[str] | None = typer.Option(None, "--models", help="Allowed logical models ('*' for all)."),
+    max_quality: str | None = typer.Option(None, "--max-quality", help="Highest quality ('none' to lift)."),
+    max_n: int | None = typer.Option(None, "--max-n", help="Most images per request (0 to lift)."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (0 to lift)."),
+    budget_usd: str | None = typer.Option(
+        None, "--budget-usd", help="USD budget per period ('none' to lift)."
+    ),
+    period: str | None = typer.Option(None, "--period", help="Budget period: day, week, month or total."),
+    database_url: str | None = database_option,
+) -> None:
+    """Change a key's scope or budget; unspecified settings stay as they are."""
+    with fail_on_errors():
+
+        async def run() -> tuple[str, KeyScope]:
+            async with open_database(database_url) as stores:
+                admin = _admin(stores)
+                old = (await admin.resolve(key)).scope
+                scope = _scope(
+                    old_models(old) if models is None else ([] if models == ["*"] else models),
+                    old.max_quality
+                    if max_quality is None
+                    else (None if max_quality == "none" else max_quality),
+                    old.max_n if max_n is None else (max_n or None),
+                    old.rpm if rpm is None else (rpm or None),
+                    (None if old.budget_usd is None else str(old.budget_usd))
+                    if budget_usd is None
+                    else (None if budget_usd == "none" else budget_usd),
+                    old.budget_period.value if period is None else period,
+                )
+                record = await admin.set_scope(key, scope, actor=ACTOR)
+                return record.id, record.scope
+
+        key_id, scope = asyncio.run(run())
+        budget = "none" if scope.budget_usd is None else f"${scope.budget_usd}/{scope.budget_period.value}"
+        err_console.print(
+            f"updated key [bold]{key_id}[/]: rpm={scope.rpm}, max_n={scope.max_n}, budget={budget}"
+        )
+
+
+def old_models(scope: KeyScope) -> list[str]:
+    return list(scope.models)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """Budget reservations in SQL, atomic under concurrency on SQLite and PostgreSQL.
 
-A reservation is one conditional ``UPDATE`` per budget::
+A reservation is one conditional ``UPDATE`` per budget (preceded, in the first request of a
+period, by an ``INSERT ... ON CONFLICT DO NOTHING`` of the window row)::
 
     UPDATE ig_budget_windows SET reserved_nanos = reserved_nanos + :x
      WHERE budget = :b AND window_start = :w AND spent_nanos + reserved_nanos + :x <= :limit
@@ -79,14 +80,7 @@ class SqlBudgetLedger:
         self, conn: AsyncConnection, rid: str, spec: BudgetSpec, amount: int, now: datetime
     ) -> None:
         start = window_start(spec.period, now)
-        await conn.execute(
-            insert_ignoring_conflicts(
-                conn,
-                budget_windows,
-                {"budget": spec.name, "window_start": start, "spent_nanos": 0, "reserved_nanos": 0},
-            )
-        )
-        result = await conn.execute(
+        guarded = (
             update(budget_windows)
             .where(
                 _W.budget == spec.name,
@@ -95,6 +89,18 @@ class SqlBudgetLedger:
             )
             .values(reserved_nanos=_W.reserved_nanos + amount)
         )
+        result = await conn.execute(guarded)
+        if result.rowcount != 1:
+            # The window may not exist yet (first request of a period): make sure it does — a
+            # concurrent first request may be creating it too — then try once more.
+            await conn.execute(
+                insert_ignoring_conflicts(
+                    conn,
+                    budget_windows,
+                    {"budget": spec.name, "window_start": start, "spent_nanos": 0, "reserved_nanos": 0},
+                )
+            )
+            result = await conn.execute(guarded)
         if result.rowcount != 1:
             window = await self._window(conn, spec.name, start)
             raise exceeded_error(spec, window, amount, now)

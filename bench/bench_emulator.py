@@ -1,7 +1,8 @@
 """How fast the emulator answers at time scale 0, so it is never the bottleneck of a gateway
 benchmark: requests/s and MB/s for repeated (cached) and unique 1024x1024 gpt-image requests,
 in process (httpx.ASGITransport) and over loopback (uvicorn in a child process), with the ratios
-between them, all measured in this run.
+between them, and loopback against a baseline uvicorn app that only returns the same bytes (the
+ceiling for any Python server on this box), all measured in this run.
 
     .venv/bin/python bench/bench_emulator.py [--requests 200] [--concurrency 4]
 """
@@ -29,6 +30,23 @@ time_scale: 0
 cache_mb: 1024
 deployments:
   - {name: bench, model: gpt-image-1, rpm: 100000000, window_s: 1, concurrency: 256}
+"""
+
+
+# The baseline: the fastest a Python ASGI server on this box can hand the same bytes to the same
+# client (a static body, no work at all), measured in the same run.
+STATIC_SERVER = """
+import sys, uvicorn
+body = open(sys.argv[1], "rb").read()
+headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", lifespan="off")
 """
 
 
@@ -77,9 +95,7 @@ async def loopback(base_url: str, n: int, concurrency: int, unique: bool, tag: s
         return await run(client, n, concurrency, unique=unique, tag=tag)
 
 
-def start_server(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "imagegate", "emulator", "--config", str(config_path), "--port", str(port)]
+def start_server(cmd: list[str], port: int) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -90,7 +106,20 @@ def start_server(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("emulator did not start")
+    raise RuntimeError(f"server did not start: {cmd}")
+
+
+def emulator_cmd(config_path: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "imagegate", "emulator", "--config", str(config_path), "--port", str(port)]
+
+
+async def sample_body() -> bytes:
+    app = create_emulator_app(bench_config())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://emulator"
+    ) as client:
+        r = await client.post(URL, headers=HEADERS, json={"prompt": "baseline body", "size": "1024x1024"})
+        return r.content
 
 
 def median_of(runs: list[tuple[float, float]]) -> tuple[float, float]:
@@ -108,16 +137,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "bench.yaml"
         config_path.write_text(CONFIG_YAML, encoding="utf-8")
-        proc, base = start_server(config_path)
+        body_path = Path(tmp) / "body.json"
+        body_path.write_bytes(asyncio.run(sample_body()))
+        port, static_port = free_port(), free_port()
+        emulator, base = start_server(emulator_cmd(config_path, port), port)
+        static_cmd = [sys.executable, "-c", STATIC_SERVER, str(body_path), str(static_port)]
+        static, static_base = start_server(static_cmd, static_port)
+        runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
         try:
-            for kind, unique in (("repeated", False), ("unique", True)):
-                runs_in = [asyncio.run(in_process(n, conc, unique, f"in{r}")) for r in range(args.rounds)]
-                runs_lo = [asyncio.run(loopback(base, n, conc, unique, f"lo{r}")) for r in range(args.rounds)]
-                results[("in-process", kind)] = median_of(runs_in)
-                results[("loopback", kind)] = median_of(runs_lo)
+            # Interleaved rounds, so load from other processes drifts over all modes alike.
+            for r in range(args.rounds):
+                for kind, unique in (("repeated", False), ("unique", True)):
+                    runs.setdefault(("in-process", kind), []).append(
+                        asyncio.run(in_process(n, conc, unique, f"in{r}"))
+                    )
+                    runs.setdefault(("loopback", kind), []).append(
+                        asyncio.run(loopback(base, n, conc, unique, f"lo{r}"))
+                    )
+                runs.setdefault(("loopback", "static"), []).append(
+                    asyncio.run(loopback(static_base, n, conc, False, "static"))
+                )
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            for proc in (emulator, static):
+                proc.terminate()
+                proc.wait(timeout=10)
+        results = {key: median_of(values) for key, values in sorted(runs.items())}
     print(
         f"emulator throughput, 1024x1024 gpt-image-1 PNG (~1.6 MB), time scale 0, {n} requests x "
         f"{args.rounds} rounds (median), concurrency {conc}"
@@ -131,6 +175,10 @@ def main() -> None:
     for kind in ("repeated", "unique"):
         ratio = results[("loopback", kind)][0] / results[("in-process", kind)][0]
         print(f"  {kind}: loopback/in-process = {ratio:.2f}")
+    static = results[("loopback", "static")][0]
+    for kind in ("repeated", "unique"):
+        ratio = results[("loopback", kind)][0] / static
+        print(f"  loopback {kind} / static-bytes baseline = {ratio:.2f}")
 
 
 if __name__ == "__main__":

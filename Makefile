@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := tesseract-ocr
 
-.PHONY: run test check lint typecheck bench apt venv clean
+.PHONY: run demo test check lint typecheck bench apt venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ apt:
 
 # The demo: one high-quality image from the built-in emulator (no configuration, nothing billed);
 # prints the file, the cost and the deployment. `imagegate emulator` serves the emulator on a port.
+# The gateway on http://127.0.0.1:8000 with embedded defaults (emulated deployments in-process,
+# SQLite and images under .imagegate/, open on loopback); it prints how to call it.
 run: $(STAMP)
+	$(BIN)/imagegate serve --host 127.0.0.1 --port 8000
+
+# One image through the library with the built-in emulator: out/demo.png.
+demo: $(STAMP)
 	$(BIN)/imagegate generate "a red fox in the snow" -o out/demo.png
 
 test: $(STAMP) apt

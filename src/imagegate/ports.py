@@ -122,6 +122,10 @@ class BudgetLedger(Protocol):
 
     async def usage(self, spec: BudgetSpec, now: datetime) -> BudgetUsage: ...
 
+    async def release_stale(self, *, created_before: datetime, now: datetime) -> int:
+        """Release holds made before ``created_before`` (their process died before settling)."""
+        ...
+
 
 # ---------------------------------------------------------------------------------------------
 # cost ledger

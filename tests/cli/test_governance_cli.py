@@ -175,3 +175,10 @@ def test_data_dir_is_shared_with_the_gateway_default(tmp_path: Path, monkeypatch
     result = CliRunner().invoke(app, ["keys", "create", "--name", "x"], env=env)
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "data" / "imagegate.db").exists() and not (tmp_path / ".imagegate").exists()
+
+
+def test_db_upgrade_and_sweep(db: str) -> None:
+    code, _, err = invoke(["db", "upgrade"], db)
+    assert code == 0 and "database at revision 0001" in err
+    code, _, err = invoke(["db", "sweep"], db)
+    assert code == 0 and "released 0 stale budget hold(s); purged 0 expired idempotency key(s)" in err

@@ -8,6 +8,7 @@ import typer
 from imagegate import __version__
 from imagegate.cli.audit_cmd import app as audit_app
 from imagegate.cli.costs_cmd import costs as costs_command
+from imagegate.cli.db_cmd import app as db_app
 from imagegate.cli.doctor_cmd import doctor as doctor_command
 from imagegate.cli.edit_cmd import edit as edit_command
 from imagegate.cli.emulator_cmd import emulator as emulator_command
@@ -46,6 +47,7 @@ app.command("doctor")(doctor_command)
 app.add_typer(keys_app, name="keys")
 app.command("costs")(costs_command)
 app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
 app.command("serve")(serve_command)
 
 

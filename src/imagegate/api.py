@@ -44,6 +44,7 @@ from imagegate.errors import InvalidRequest
 from imagegate.pipeline.build import PipelineDeps, build_pipeline
 from imagegate.pipeline.context import RequestContext
 from imagegate.policy.pricing import estimate
+from imagegate.routing import Scheduler
 from imagegate.types import Cost, EditRequest, ImageRequest, ImageResult, InputImage, PartialImage
 from imagegate.upstream.auth import CredentialFactory, auth_for, default_credential
 from imagegate.upstream.client import ProbeResult, UpstreamClient
@@ -144,7 +145,10 @@ class AsyncImageGate:
             clock=clock,
             rand=rand,
         )
-        self._pipeline = build_pipeline(PipelineDeps(self.config, self.catalog, self.upstream))
+        self.scheduler = Scheduler.from_config(self.config, clock=clock, sleep=sleep, rand=rand)
+        self._pipeline = build_pipeline(
+            PipelineDeps(self.config, self.catalog, self.upstream, scheduler=self.scheduler, clock=clock)
+        )
 
     # construction ----------------------------------------------------------------------------
 

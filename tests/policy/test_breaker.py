@@ -21,7 +21,9 @@ from imagegate.policy.breaker import (
     status_at,
 )
 
-CFG = BreakerConfig(window_s=10, min_requests=4, failure_rate=0.5, cooldown_s=5, backoff_factor=2)
+CFG = BreakerConfig(
+    window_s=10, min_requests=4, failure_rate=0.5, cooldown_s=5, backoff_factor=2, cooldown_on_429=True
+)
 OK = Outcome(ok=True, status=200)
 FAIL = Outcome(ok=False, status=500, reason="status 500")
 
@@ -77,6 +79,20 @@ def test_open_stays_open_for_max_of_cooldown_and_retry_after(
     assert s.reopen_at == reopen_at
     assert isinstance(allows(CFG, s, reopen_at - 0.001), Deny)
     assert isinstance(allows(CFG, s, reopen_at), Probe)
+
+
+def test_429_by_default_reopens_exactly_at_retry_after_without_backoff() -> None:
+    cfg = BreakerConfig(cooldown_s=5)
+    s = record(cfg, BreakerState(), Outcome(ok=False, status=429, retry_after_s=1), 100.0)
+    assert s.reopen_at == 101.0
+    _, s = acquire(cfg, s, 101.0)
+    s = record(cfg, s, Outcome(ok=False, status=429, retry_after_s=2), 101.5)
+    assert s.reopen_at == 103.5 and s.trips == 2  # no backoff for a 429 either
+    _, s = acquire(cfg, s, 103.5)
+    s = record(cfg, s, FAIL, 104.0)
+    assert s.reopen_at == 104.0 + 20.0  # a real failure: cool-down 5 s backed off for the third trip
+    s = record(cfg, BreakerState(), Outcome(ok=False, status=503, retry_after_s=1), 0.0)
+    assert s.reopen_at == 5.0  # 503s always get the cool-down floor
 
 
 def test_single_probe_then_close_on_success() -> None:
@@ -173,9 +189,13 @@ events = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(events)
-def test_invariants_never_early_half_open_and_one_probe(seq: list[tuple[float, str, float]]) -> None:
-    cfg = BreakerConfig(window_s=10, min_requests=2, cooldown_s=3, probe_lease_s=50)
+@given(events, st.booleans())
+def test_invariants_never_early_half_open_and_one_probe(
+    seq: list[tuple[float, str, float]], floor_on_429: bool
+) -> None:
+    cfg = BreakerConfig(
+        window_s=10, min_requests=2, cooldown_s=3, probe_lease_s=50, cooldown_on_429=floor_on_429
+    )
     s = BreakerState()
     now = 0.0
     earliest_reopen = float("-inf")  # the latest promise made: cool-down and retry-after
@@ -202,7 +222,8 @@ def test_invariants_never_early_half_open_and_one_probe(seq: list[tuple[float, s
             probes_in_flight = []  # the probe (or what counts as it) returned
         if s.status == "open":
             assert s.reopen_at is not None
-            assert s.reopen_at >= now + cfg.cooldown_s or before.status != "closed" or s is before
+            floor = cfg.cooldown_s if (floor_on_429 or kind != "429ra") else 0.0
+            assert s.reopen_at >= now + floor or before.status != "closed" or s is before
             if s is not before:
                 earliest_reopen = max(earliest_reopen, s.reopen_at)
         if kind == "429ra" and s.status == "open":

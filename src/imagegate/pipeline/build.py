@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.pipeline.context import RequestContext
 from imagegate.pipeline.stages import CostStage, Next, RouteStage, Stage, UpstreamStage, ValidateStage
+from imagegate.routing.scheduler import Scheduler
 from imagegate.types import ImageResult
 from imagegate.upstream.client import UpstreamClient
 
@@ -21,6 +23,8 @@ class PipelineDeps:
     config: ImageGateConfig
     catalog: Catalog
     upstream: UpstreamClient
+    scheduler: Scheduler | None = None  # routing: ranking, quota/breaker admission, learning
+    clock: Callable[[], float] = time.monotonic
 
 
 class Pipeline:
@@ -45,7 +49,7 @@ def build_pipeline(d: PipelineDeps) -> Pipeline:
     return Pipeline(
         [
             ValidateStage(d.config, d.catalog),  # 400 before anything is sent
-            RouteStage(),  # the plan; 503 when nothing can serve
+            RouteStage(d.config, d.scheduler, clock=d.clock),  # the plan; 503 when nothing can serve
             CostStage(d.config, d.catalog),  # prices what the upstream returned
             UpstreamStage(d.upstream),  # terminal: attempts, retries, fail-over
         ]

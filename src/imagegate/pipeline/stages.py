@@ -8,6 +8,7 @@ client (the terminal stage).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Protocol
@@ -18,6 +19,8 @@ from imagegate.errors import NoDeploymentAvailable
 from imagegate.pipeline.context import RequestContext
 from imagegate.policy.pricing import cost_of
 from imagegate.policy.validation import validate
+from imagegate.routing.hooks import RoutingHooks
+from imagegate.routing.scheduler import Scheduler
 from imagegate.types import ImageResult
 from imagegate.upstream.client import UpstreamClient
 
@@ -51,14 +54,40 @@ class ValidateStage:
 
 
 class RouteStage:
-    """The plan: the candidates serving the validated model, in configured order. (Ranking by
-    health, quota and cost, and cross-model fallback with ``policy.translate``, plug in here.)"""
+    """The plan: the candidates serving the validated model. Without a scheduler, in configured
+    order; with one (``imagegate.routing``), ranked by the group's strategy after filtering by
+    region, breaker and capability, and each attempt is admitted by breaker and quota through
+    ``ctx.hooks``. (Cross-model fallback with ``policy.translate`` plugs in here.)"""
+
+    def __init__(
+        self,
+        config: ImageGateConfig | None = None,
+        scheduler: Scheduler | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._scheduler = scheduler
+        self._clock = clock
 
     async def __call__(self, ctx: RequestContext, call_next: Next) -> ImageResult:
         model = ctx.spec.name if ctx.spec else None
         ctx.plan = tuple(d for d in ctx.candidates if d.model == model)
         if not ctx.plan:
             raise NoDeploymentAvailable(f"no deployment serves model {model!r}")
+        if self._scheduler is not None and self._config is not None:
+            group = ctx.request.model or self._config.default_model
+            ranked = await self._scheduler.plan(group, ctx.plan, quality=ctx.request.quality)
+            if not ranked.ranked:
+                why = "; ".join(f"{e.name}: {e.reason}" for e in ranked.excluded)
+                raise NoDeploymentAvailable(
+                    f"no deployment can serve {group!r} now ({why})",
+                    retry_after_s=ranked.retry_after_s(self._clock()),
+                )
+            by_name = {d.name: d for d in ctx.plan}
+            ctx.plan = tuple(by_name[n] for n in ranked.names)
+            deadline = self._clock() + self._config.retry.deadline_s
+            ctx.hooks = RoutingHooks(self._scheduler, group, deadline=deadline, quality=ctx.request.quality)
         return await call_next(ctx)
 
 

@@ -17,6 +17,12 @@ States and transitions (``now`` is always passed in; nothing here reads a clock)
 ``reopen_at = max(now + cool-down, now + retry-after)``, where the cool-down grows
 ``cooldown_s · backoff_factor**(trips-1)`` up to ``max_cooldown_s`` for consecutive trips.
 
+Exception, by default: a **429 with retry-after** reopens at exactly ``now + retry-after``, with no
+cool-down floor and no backoff. A 429 is Azure saying precisely when capacity returns; a floor on
+top only delays recovery, and it stacks with the attempt loop's own honouring of retry-after
+(a 4 s retry-after cost 15 s of waiting with the floor, 8 s without, in the library tests).
+``cooldown_on_429=True`` applies the floor and backoff to 429s as well. 503s always get both.
+
 Driver use (the attempt loop)::
 
     decision, state = acquire(cfg, state, now)   # no await between this and storing state
@@ -74,6 +80,7 @@ class BreakerConfig:
     | max_cooldown_s | cap for the backed-off cool-down |
     | backoff_factor | cool-down multiplier per consecutive trip (failed probe) |
     | probe_lease_s | a probe never recorded frees its slot after this long |
+    | cooldown_on_429 | also apply cool-down floor and backoff to 429 + retry-after trips |
     """
 
     window_s: float = DEFAULT_WINDOW_S
@@ -84,6 +91,7 @@ class BreakerConfig:
     backoff_factor: float = DEFAULT_BACKOFF_FACTOR
     probe_lease_s: float = DEFAULT_PROBE_LEASE_S
     buckets_per_window: int = 10
+    cooldown_on_429: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -235,6 +243,8 @@ def _bucketed(cfg: BreakerConfig, s: BreakerState, ok: bool, now: float) -> tupl
 
 def _open(cfg: BreakerConfig, s: BreakerState, o: Outcome, now: float, *, trips: int) -> BreakerState:
     cooldown = min(cfg.max_cooldown_s, cfg.cooldown_s * cfg.backoff_factor ** max(0, trips - 1))
+    if o.status == 429 and o.retry_after_s is not None and not cfg.cooldown_on_429:
+        cooldown = 0.0  # Azure said exactly when; see the module docstring
     reopen_at = now + max(cooldown, o.retry_after_s or 0.0)
     if s.status == "open" and s.reopen_at is not None:
         reopen_at = max(reopen_at, s.reopen_at)

@@ -6,6 +6,8 @@ per image carrying ``usage``; edits use the ``image_edit.`` prefix. Every event 
 The latency is spread evenly over the events. With n > 1 each image gets its partial events and
 its completed event in turn, and ``usage`` (covering all images) rides on every completed event
 [I: the reference shows n=1 only].
+
+The SSE framing is three lines (``event:``, ``data:``, blank line), so no SSE library is used.
 """
 
 from __future__ import annotations

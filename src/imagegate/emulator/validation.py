@@ -13,6 +13,10 @@ Choices ([I], also in docs/emulator.md):
 - ``background=transparent`` with jpeg -> 400 on ``background``.
 - Multipart forms send everything as strings: ``n``, ``output_compression``, ``partial_images`` are
   parsed as integers and ``stream`` as true/false there (and only there).
+
+Hand-written rather than a pydantic model: the product here is Azure's behaviour — which parameter
+is reported first, the exact codes and messages, JSON versus form coercion — and a generic
+validator's error shapes would have to be translated back one by one.
 """
 
 from __future__ import annotations

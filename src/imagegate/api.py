@@ -43,6 +43,7 @@ from imagegate.config import ImageGateConfig
 from imagegate.errors import InvalidRequest
 from imagegate.pipeline.build import PipelineDeps, build_pipeline
 from imagegate.pipeline.context import RequestContext
+from imagegate.policy.fallback import parse_mode
 from imagegate.policy.pricing import estimate
 from imagegate.routing import Scheduler
 from imagegate.types import Cost, EditRequest, ImageRequest, ImageResult, InputImage, PartialImage
@@ -145,6 +146,7 @@ class AsyncImageGate:
             clock=clock,
             rand=rand,
         )
+        self._clock = clock
         self.scheduler = Scheduler.from_config(self.config, clock=clock, sleep=sleep, rand=rand)
         self._pipeline = build_pipeline(
             PipelineDeps(self.config, self.catalog, self.upstream, scheduler=self.scheduler, clock=clock)
@@ -178,11 +180,28 @@ class AsyncImageGate:
 
     # requests --------------------------------------------------------------------------------
 
-    async def _run(self, req: ImageRequest, translate: bool | None, on_partial: Any = None) -> ImageResult:
+    async def _run(
+        self,
+        req: ImageRequest,
+        translate: bool | None,
+        on_partial: Any = None,
+        *,
+        fallback: str | None = None,
+        deadline_s: float | None = None,
+        degrade: bool = False,
+    ) -> ImageResult:
+        mode = parse_mode(fallback)
+        if deadline_s is not None and (
+            isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or not deadline_s > 0
+        ):
+            raise InvalidRequest.for_field("deadline_s", deadline_s, "a number of seconds > 0")
         ctx = RequestContext(
             request=req,
             translate=self.config.translate if translate is None else translate,
             on_partial=on_partial,
+            fallback=mode,
+            deadline=None if deadline_s is None else self._clock() + float(deadline_s),
+            degrade=bool(degrade),
         )
         return await self._pipeline(ctx)
 
@@ -202,12 +221,22 @@ class AsyncImageGate:
         response_format: str | None = None,
         user: str | None = None,
         translate: bool | None = None,
+        fallback: str | None = None,
+        deadline_s: float | None = None,
+        degrade: bool = False,
     ) -> ImageResult:
         """Generate ``n`` images. ``model`` is a logical model (``default``, ``cheap``...), a
         deployment name or a catalog model; ``None`` is the configured default. Parameters left
         ``None`` use the model's defaults. ``translate=True`` maps parameters meant for another
         model (DALL·E 3's ``hd``, ``1792x1024``, ``style``) to the nearest equivalents and lists
-        the changes on ``result.changes``."""
+        the changes on ``result.changes``.
+
+        ``fallback``: ``"any"`` (default: the configured fallback chain, with parameters
+        translated per model and ``n`` split for models that make fewer images per call),
+        ``"same-model"`` (other deployments of the same model only) or ``"none"``.
+        ``deadline_s`` bounds the whole request (default: ``retry.deadline_s``); when the time
+        left is too short for the quality, ``degrade=True`` allows a lower quality (listed on
+        ``result.changes``, ``result.degraded``), else ``DeadlineExceeded`` is raised at once."""
         req = ImageRequest(
             prompt=prompt,
             model=model,
@@ -222,7 +251,7 @@ class AsyncImageGate:
             response_format=response_format,
             user=user,
         )
-        return await self._run(req, translate)
+        return await self._run(req, translate, fallback=fallback, deadline_s=deadline_s, degrade=degrade)
 
     def _edit_request(
         self, images: ImageInput | Sequence[ImageInput], prompt: str, mask: ImageInput | None, **params: Any
@@ -248,11 +277,15 @@ class AsyncImageGate:
         background: str | None = None,
         user: str | None = None,
         translate: bool | None = None,
+        fallback: str | None = None,
+        deadline_s: float | None = None,
+        degrade: bool = False,
     ) -> ImageResult:
         """Edit one or more images (paths, bytes or binary files). With ``mask`` (a PNG with
         alpha, the size of the first image), only its transparent pixels change. Images are
         checked before sending: a non-image, a truncated file, an oversized file or a bad mask
-        raises ``InvalidRequest`` and nothing is sent."""
+        raises ``InvalidRequest`` and nothing is sent. ``fallback``, ``deadline_s`` and
+        ``degrade`` as for ``generate`` (models without edits are skipped in the chain)."""
         req = self._edit_request(
             images,
             prompt,
@@ -267,7 +300,7 @@ class AsyncImageGate:
             background=background,
             user=user,
         )
-        return await self._run(req, translate)
+        return await self._run(req, translate, fallback=fallback, deadline_s=deadline_s, degrade=degrade)
 
     async def stream(
         self,
@@ -277,10 +310,15 @@ class AsyncImageGate:
         images: ImageInput | Sequence[ImageInput] | None = None,
         mask: ImageInput | None = None,
         translate: bool | None = None,
+        fallback: str | None = None,
+        deadline_s: float | None = None,
+        degrade: bool = False,
         **params: Any,
     ) -> AsyncIterator[PartialImage | ImageResult]:
         """Yield partial images as they arrive, then the final ``ImageResult``. Pass ``images``
-        to stream an edit. Consume it to the end (or close it) so the request finishes."""
+        to stream an edit. Consume it to the end (or close it) so the request finishes.
+        ``fallback``, ``deadline_s`` and ``degrade`` as for ``generate`` (a fallback model that
+        does not stream is skipped)."""
         if images is not None:
             req: ImageRequest = self._edit_request(
                 images, prompt, mask, partial_images=partial_images, **params
@@ -294,7 +332,15 @@ class AsyncImageGate:
         async def run() -> None:
             async with send:
                 try:
-                    await send.send(await self._run(req, translate, on_partial=send.send))
+                    result = await self._run(
+                        req,
+                        translate,
+                        on_partial=send.send,
+                        fallback=fallback,
+                        deadline_s=deadline_s,
+                        degrade=degrade,
+                    )
+                    await send.send(result)
                 except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)
                     failure.append(exc)
 

@@ -188,8 +188,10 @@ class GroupRouting:
     """Routing for one logical model (``routing.<group>`` in the file).
 
     ``strategy`` is one of ``ROUTING_STRATEGIES`` (see ``policy.routing``); ``regions`` is a data
-    residency allow-list (``None``: any region); ``fallbacks`` names other logical models tried,
-    in order, when none of this group's deployments can serve.
+    residency allow-list (``None``: any region); ``fallbacks`` names what is tried, in order,
+    when none of this group's deployments can serve: other logical models, deployment names or
+    catalog models (``policy.fallback`` translates the request for each; per request
+    ``fallback="any" | "same-model" | "none"`` narrows it).
     """
 
     strategy: str = "priority"

@@ -270,8 +270,12 @@ def _strings(raw: Mapping[str, Any], key: str, where: str, p: _Problems) -> tupl
     return tuple(value)
 
 
-def _routing(raw: Any, groups: Mapping[str, tuple[str, ...]], p: _Problems) -> Mapping[str, GroupRouting]:
-    """``routing: {group: {strategy, regions, required_tags, fallbacks}}`` for logical models."""
+def _routing(
+    raw: Any, groups: Mapping[str, tuple[str, ...]], servable: set[str], p: _Problems
+) -> Mapping[str, GroupRouting]:
+    """``routing: {group: {strategy, regions, required_tags, fallbacks}}`` for logical models.
+    A fallback is another logical model, a deployment name, or a catalog model some deployment
+    serves (``servable``: deployment names and their models)."""
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, Mapping):
@@ -291,8 +295,12 @@ def _routing(raw: Any, groups: Mapping[str, tuple[str, ...]], p: _Problems) -> M
             p.add(f"{where}.strategy", f"{strategy!r} is not one of {', '.join(ROUTING_STRATEGIES)}")
         fallbacks = _strings(entry, "fallbacks", where, p) or ()
         for fb in fallbacks:
-            if fb not in groups or fb == group:
-                p.add(f"{where}.fallbacks", f"{fb!r} is not another logical model under models:")
+            if fb == group or (fb not in groups and fb not in servable):
+                p.add(
+                    f"{where}.fallbacks",
+                    f"{fb!r} is not another logical model under models:, a deployment, "
+                    "or a model a deployment serves",
+                )
         out[str(group)] = GroupRouting(
             strategy=str(strategy),
             regions=_strings(entry, "regions", where, p),
@@ -419,7 +427,8 @@ def load(
     if translate is None:
         translate = bool(raw.get("translate", False))
     retry = _retry(raw.get("retry"), p)
-    routing = _routing(raw.get("routing"), groups, p)
+    servable = {d.name for d in deployments} | {d.model for d in deployments}
+    routing = _routing(raw.get("routing"), groups, servable, p)
     time_scale = _time_scale(environ.get("IMAGEGATE_EMULATOR_TIME_SCALE"), p)
     if p.items:
         raise ConfigError(p.items, source=source)

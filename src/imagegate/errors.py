@@ -26,6 +26,9 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     │       ├── UpstreamTimeout         504  read timeout after sending
     │       └── UpstreamStatusError     502  status_code, upstream_code (5xx, malformed body, ...)
     ├── NoDeploymentAvailable           503  every candidate open, exhausted or incapable
+    ├── DeadlineExceeded                504  the request's deadline cannot be met (judged before
+    │                                        sending, from observed latency) or has passed;
+    │                                        needed_s, remaining_s, quality
     ├── StorageError                    503
     └── ConfigError                     raised at start-up only; lists every problem at once
 
@@ -44,6 +47,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ContentFiltered",
+    "DeadlineExceeded",
     "ImageGateError",
     "InvalidRequest",
     "NoDeploymentAvailable",
@@ -283,6 +287,38 @@ class NoDeploymentAvailable(ImageGateError):
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ImageGateError):
+    """The request's deadline (``deadline_s``) cannot be met: the time left is shorter than the
+    expected latency of every model, quality and deployment the request may use (or it has already
+    passed). Raised before sending, so nothing was billed for the attempt it refused. Retrying the
+    same request with the same deadline will not help: give it more time, or allow
+    ``degrade=True`` (a lower quality that fits)."""
+
+    code = "deadline_exceeded"
+    http_status = 504
+    error_type = "timeout_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remaining_s: float,
+        needed_s: float | None = None,
+        quality: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.remaining_s = remaining_s
+        self.needed_s = needed_s
+        self.quality = quality
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "remaining_s": round(self.remaining_s, 3),
+            "needed_s": None if self.needed_s is None else round(self.needed_s, 3),
+            "quality": self.quality,
+        }
 
 
 class StorageError(ImageGateError):

@@ -190,6 +190,8 @@ class GeneratedImage:
     width: int | None = None
     height: int | None = None
     revised_prompt: str | None = field(default=None, repr=False)
+    model: str | None = None  # the catalog model that made this image (set on every result)
+    deployment: str | None = None  # the deployment that made it
 
     @functools.cached_property
     def data(self) -> bytes:
@@ -233,7 +235,14 @@ class PartialImage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageResult:
-    """The outcome of one request: images plus where and how they were made and what they cost."""
+    """The outcome of one request: images plus where and how they were made and what they cost.
+
+    ``model``/``deployment`` name what served the request (the first image's, when several
+    calls served it); each image carries its own ``model``/``deployment``. ``changes`` lists
+    every parameter imagegate changed (translation, a fallback model, an ``n`` split into
+    several calls, a quality lowered for the deadline). ``fallback_from`` is the model the
+    request asked for when another model served (some of) it; ``degraded`` says the quality was
+    lowered to meet the deadline (only with ``degrade=True``)."""
 
     images: tuple[GeneratedImage, ...]
     model: str
@@ -246,6 +255,16 @@ class ImageResult:
     created: int | None = None
     attempts: tuple[AttemptRecord, ...] = ()
     changes: tuple[Change, ...] = ()
+    degraded: bool = False
+    fallback_from: str | None = None
+
+    @property
+    def served_by(self) -> tuple[tuple[str, str], ...]:
+        """The distinct ``(model, deployment)`` pairs that made the images, in image order."""
+        seen: dict[tuple[str, str], None] = {}
+        for image in self.images:
+            seen[(image.model or self.model, image.deployment or self.deployment)] = None
+        return tuple(seen) or ((self.model, self.deployment),)
 
     def save(self, path: str | Path) -> list[Path]:
         """Write the images. One image goes to ``path``; several go to ``stem-1.ext``,

@@ -11,6 +11,7 @@ from imagegate.config_load import load
 from imagegate.errors import InvalidRequest
 from imagegate.pipeline.build import Pipeline, PipelineDeps, build_pipeline
 from imagegate.pipeline.context import RequestContext
+from imagegate.pipeline.fallback import FallbackStage
 from imagegate.pipeline.stages import CostStage, Next, RouteStage, UpstreamStage, ValidateStage
 from imagegate.types import ImageRequest, ImageResult
 from imagegate.upstream.client import UpstreamClient
@@ -26,7 +27,7 @@ def pipeline_with(handler: httpx.MockTransport) -> Pipeline:
 
 def test_the_order_is_declared_once() -> None:
     stages = pipeline_with(httpx.MockTransport(lambda r: httpx.Response(500))).stages
-    assert [type(s) for s in stages] == [ValidateStage, RouteStage, CostStage, UpstreamStage]
+    assert [type(s) for s in stages] == [ValidateStage, FallbackStage, RouteStage, CostStage, UpstreamStage]
 
 
 async def test_validation_failure_never_reaches_upstream() -> None:

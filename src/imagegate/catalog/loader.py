@@ -135,6 +135,7 @@ class ModelSpec:
     retirement_note: str | None = None
     replacement: str | None = None
     read_timeout_s: Mapping[str, float] = field(default_factory=dict)
+    typical_latency_s: Mapping[str, float] = field(default_factory=dict)
     route_output_formats: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     azure_api_version: str | None = None
     pricing: Pricing
@@ -167,6 +168,14 @@ class ModelSpec:
         if quality is not None and quality in self.read_timeout_s:
             return self.read_timeout_s[quality]
         return max(self.read_timeout_s.values(), default=600.0)
+
+    def typical_latency_for(self, quality: str | None) -> float | None:
+        """Expected seconds per request at ``quality`` (the default quality when ``None``) before
+        anything was observed; ``None`` when the catalog has no figure."""
+        wanted = quality or self.default_quality
+        if wanted in self.typical_latency_s:
+            return self.typical_latency_s[wanted]
+        return max(self.typical_latency_s.values(), default=None)
 
     def retirement_status(self, today: dt.date) -> str | None:
         """A warning when ``today`` is past retirement (or deprecation), else ``None``."""
@@ -314,6 +323,9 @@ def _model(
             deprecation=_date(raw.get("deprecation"), f"models.{name}.deprecation", problems),
             retirement=_date(raw.get("retirement"), f"models.{name}.retirement", problems),
             read_timeout_s=MappingProxyType({k: float(v) for k, v in raw.get("read_timeout_s", {}).items()}),
+            typical_latency_s=MappingProxyType(
+                {k: float(v) for k, v in raw.get("typical_latency_s", {}).items()}
+            ),
             route_output_formats=MappingProxyType(
                 {k: tuple(v) for k, v in raw.get("route_output_formats", {}).items()}
             ),

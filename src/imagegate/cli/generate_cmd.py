@@ -33,6 +33,15 @@ def generate(
     translate: bool = typer.Option(
         False, "--translate", help="Map parameters meant for another model to the nearest ones."
     ),
+    fallback: str = typer.Option(
+        "any", "--fallback", help="any (configured fallback models), same-model, or none."
+    ),
+    deadline: float | None = typer.Option(
+        None, "--deadline", help="Seconds the whole request may take (default: retry.deadline_s)."
+    ),
+    degrade: bool = typer.Option(
+        False, "--degrade", help="Allow a lower quality when the deadline is too short for the one asked."
+    ),
     config: Path | None = config_option,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout (for scripts)."),
 ) -> None:
@@ -53,6 +62,9 @@ def generate(
                     background=background,
                     style=style,
                     translate=translate,
+                    fallback=fallback,
+                    deadline_s=deadline,
+                    degrade=degrade,
                 )
 
         result = run_waiting("generating", call, quiet=as_json)

@@ -33,13 +33,32 @@ def _as_json(result: ImageResult, files: list[Path]) -> dict[str, Any]:
             "output_tokens": result.usage.output_tokens,
             "total_tokens": result.usage.total_tokens,
         },
-        "images": [{"format": i.format, "width": i.width, "height": i.height} for i in result.images],
+        "images": [
+            {
+                "format": i.format,
+                "width": i.width,
+                "height": i.height,
+                "model": i.model or result.model,
+                "deployment": i.deployment or result.deployment,
+            }
+            for i in result.images
+        ],
+        "degraded": result.degraded,
+        "fallback_from": result.fallback_from,
         "attempts": [
             {"deployment": a.deployment, "outcome": a.outcome, "status": a.status_code, "delay_s": a.delay_s}
             for a in result.attempts
         ],
         "changes": [str(c) for c in result.changes],
+        "change_details": [
+            {"field": c.field, "old": _plain(c.old), "new": _plain(c.new), "reason": c.reason}
+            for c in result.changes
+        ],
     }
+
+
+def _plain(value: object) -> object:
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
 def report(result: ImageResult, files: list[Path], *, as_json: bool) -> None:
@@ -60,5 +79,12 @@ def report(result: ImageResult, files: list[Path], *, as_json: bool) -> None:
     err_console.print(f"cost {price} · {tokens}")
     timing = f"{result.latency_s:.1f}s · {len(result.attempts)} attempt(s)"
     err_console.print(f"deployment {where} · model {result.model} · {timing}")
+    if len(result.served_by) > 1:
+        served = ", ".join(f"{model} on {dep}" for model, dep in result.served_by)
+        err_console.print(f"served by {served}")
+    if result.fallback_from:
+        err_console.print(f"fallback: asked for {result.fallback_from}, served by {result.model}")
+    if result.degraded:
+        err_console.print("degraded: quality lowered to meet the deadline")
     for change in result.changes:
-        err_console.print(f"translated: {change}")
+        err_console.print(f"changed: {change}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.pipeline.context import RequestContext
+from imagegate.pipeline.fallback import FallbackStage
 from imagegate.pipeline.stages import CostStage, Next, RouteStage, Stage, UpstreamStage, ValidateStage
 from imagegate.routing.scheduler import Scheduler
 from imagegate.types import ImageResult
@@ -49,6 +50,7 @@ def build_pipeline(d: PipelineDeps) -> Pipeline:
     return Pipeline(
         [
             ValidateStage(d.config, d.catalog),  # 400 before anything is sent
+            FallbackStage(d.config, d.catalog, clock=d.clock),  # chain of models, deadline, n split
             RouteStage(d.config, d.scheduler, clock=d.clock),  # the plan; 503 when nothing can serve
             CostStage(d.config, d.catalog),  # prices what the upstream returned
             UpstreamStage(d.upstream),  # terminal: attempts, retries, fail-over

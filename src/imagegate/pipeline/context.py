@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from imagegate.catalog import ModelSpec
 from imagegate.config import DeploymentConfig
+from imagegate.policy.fallback import FallbackMode
 from imagegate.types import Change, ImageRequest, PartialImage
 from imagegate.upstream.client import AttemptHooks
 
@@ -32,3 +33,12 @@ class RequestContext:
     plan: tuple[DeploymentConfig, ...] = ()
     hooks: AttemptHooks | None = None  # set by routing: choose each attempt's deployment, hear outcomes
     notes: dict[str, object] = field(default_factory=dict)
+    # the request as the caller gave it (fallback steps translate from it, not from the primary's)
+    original: ImageRequest | None = None
+    fallback: FallbackMode = "any"  # any | same-model | none (policy.fallback)
+    deadline: float | None = None  # absolute, on the pipeline's clock; None: the config's deadline_s
+    degrade: bool = False  # may the quality be lowered to meet the deadline?
+
+    def __post_init__(self) -> None:
+        if self.original is None:
+            self.original = self.request

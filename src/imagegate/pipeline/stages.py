@@ -57,7 +57,8 @@ class RouteStage:
     """The plan: the candidates serving the validated model. Without a scheduler, in configured
     order; with one (``imagegate.routing``), ranked by the group's strategy after filtering by
     region, breaker and capability, and each attempt is admitted by breaker and quota through
-    ``ctx.hooks``. (Cross-model fallback with ``policy.translate`` plugs in here.)"""
+    ``ctx.hooks``, until the request's deadline. Cross-model fallback runs before this stage
+    (``pipeline.fallback``), which calls it once per model and call."""
 
     def __init__(
         self,
@@ -86,7 +87,9 @@ class RouteStage:
                 )
             by_name = {d.name: d for d in ctx.plan}
             ctx.plan = tuple(by_name[n] for n in ranked.names)
-            deadline = self._clock() + self._config.retry.deadline_s
+            deadline = (
+                ctx.deadline if ctx.deadline is not None else self._clock() + self._config.retry.deadline_s
+            )
             ctx.hooks = RoutingHooks(self._scheduler, group, deadline=deadline, quality=ctx.request.quality)
         return await call_next(ctx)
 
@@ -120,4 +123,6 @@ class UpstreamStage:
         self._upstream = upstream
 
     async def __call__(self, ctx: RequestContext, call_next: Next) -> ImageResult:
-        return await self._upstream.send(ctx.plan, ctx.request, on_partial=ctx.on_partial, hooks=ctx.hooks)
+        return await self._upstream.send(
+            ctx.plan, ctx.request, on_partial=ctx.on_partial, hooks=ctx.hooks, deadline=ctx.deadline
+        )

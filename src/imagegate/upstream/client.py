@@ -28,6 +28,7 @@ from imagegate.catalog import Catalog
 from imagegate.config import DeploymentConfig, RetryConfig
 from imagegate.errors import (
     ClientError,
+    DeadlineExceeded,
     ImageGateError,
     NoDeploymentAvailable,
     UpstreamFailed,
@@ -262,14 +263,24 @@ class UpstreamClient:
         *,
         on_partial: OnPartial | None = None,
         hooks: AttemptHooks | None = None,
+        deadline: float | None = None,
     ) -> ImageResult:
         """Run the attempt loop over ``plan`` (best first). With ``on_partial``, stream: partial
         images are awaited into it as they arrive; a failure after the first partial is not retried.
-        ``hooks`` lets routing choose the deployment of each attempt and hear how it went."""
+        ``hooks`` lets routing choose the deployment of each attempt and hear how it went.
+        ``deadline`` (absolute, on this client's clock) shortens ``retry.deadline_s`` for this
+        request; ``DeadlineExceeded`` when it has already passed (nothing is sent)."""
         if not plan:
             raise NoDeploymentAvailable("no deployment can serve this request")
         cfg = self._retry
         start = self._clock()
+        if deadline is not None:
+            left = deadline - start
+            if left <= 0:
+                raise DeadlineExceeded(
+                    f"the request's deadline passed {-left:.1f} s ago; nothing was sent", remaining_s=left
+                )
+            cfg = replace(cfg, deadline_s=min(cfg.deadline_s, left))
         records: list[AttemptRecord] = []
         index = 0
         for number in range(1, cfg.max_attempts + 1):

@@ -1,0 +1,322 @@
+"""``FallbackStage``: walk the fallback chain, split ``n`` into calls, merge what came back.
+
+Thin driver around ``policy.fallback``: it builds the chain, checks each step against the
+request's deadline (``fit_deadline``, fed by ``ObservedLatency``), runs the rest of the pipeline
+(route → cost → upstream) once per call with a copy of the context narrowed to the step, and
+merges the results. Calls of one step run concurrently (routing gates them by quota); images a
+step could not make move on to the next step, so a partial success is never thrown away: every
+image that was made (and billed) is on the result. When some images could not be made at all,
+the result says so with a ``Change`` on ``n`` rather than failing and losing the others.
+
+``ObservedLatency`` keeps decayed latency estimates per (deployment, quality) from the attempts
+this gate made (``policy.latency``). The routing scheduler keeps similar figures for ranking; when
+it is wired in, this can read them instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import anyio
+
+from imagegate.catalog import Catalog
+from imagegate.config import ImageGateConfig
+from imagegate.errors import DeadlineExceeded, ImageGateError, NoDeploymentAvailable
+from imagegate.pipeline.context import RequestContext
+from imagegate.pipeline.stages import Next
+from imagegate.policy import latency
+from imagegate.policy.fallback import Fit, Step, TooSlow, build_chain, fit_deadline, moves_on, split_n
+from imagegate.policy.validation import Validated
+from imagegate.types import AttemptRecord, Change, Cost, ImageResult, Usage
+
+__all__ = ["FallbackStage", "ObservedLatency"]
+
+
+class ObservedLatency:
+    """Decayed latency estimates per (deployment, quality), from successful attempts."""
+
+    def __init__(self, cfg: latency.LatencyConfig | None = None) -> None:
+        self._cfg = cfg or latency.LatencyConfig()
+        self._seen: dict[tuple[str, str], latency.LatencyEstimate] = {}
+
+    def observe(self, deployment: str, quality: str, seconds: float, now: float) -> None:
+        key = (deployment, quality)
+        self._seen[key] = latency.observe(
+            self._cfg, self._seen.get(key, latency.LatencyEstimate()), seconds, now
+        )
+
+    def expected_s(self, deployment: str, quality: str) -> float | None:
+        est = self._seen.get((deployment, quality))
+        return latency.estimate(self._cfg, est) if est is not None else None
+
+
+@dataclass
+class _Outcome:
+    results: list[ImageResult]
+    errors: list[ImageGateError]
+
+
+class FallbackStage:
+    """Between validation and routing: the fallback chain, deadlines and ``n`` splitting."""
+
+    def __init__(
+        self,
+        config: ImageGateConfig,
+        catalog: Catalog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        latencies: ObservedLatency | None = None,
+    ) -> None:
+        self._config = config
+        self._catalog = catalog
+        self._clock = clock
+        self.latencies = latencies or ObservedLatency()
+
+    def _expected(self, step: Step) -> dict[str, float]:
+        """Seconds per quality for a step: the best deployment's observation, else the catalog's."""
+        out: dict[str, float] = {}
+        for quality in step.spec.qualities:
+            seen = [self.latencies.expected_s(d.name, quality) for d in step.target.deployments]
+            known = [s for s in seen if s is not None]
+            typical = step.spec.typical_latency_for(quality)
+            if known:
+                out[quality] = min(known)
+            elif typical is not None:
+                out[quality] = typical
+        return out
+
+    async def __call__(self, ctx: RequestContext, call_next: Next) -> ImageResult:
+        start = self._clock()
+        if ctx.deadline is None:
+            ctx.deadline = start + self._config.retry.deadline_s
+        assert ctx.spec is not None and ctx.original is not None  # set by ValidateStage
+        chain = build_chain(
+            self._config,
+            self._catalog,
+            original=ctx.original,
+            primary=Validated(ctx.request, ctx.spec, ctx.changes),
+            primary_changes=ctx.changes,
+            mode=ctx.fallback,
+            stream=ctx.on_partial is not None,
+        )
+        if not chain.steps:
+            raise NoDeploymentAvailable(f"no deployment serves model {ctx.spec.name!r}")
+        wanted = ctx.original.n
+        made: list[tuple[Step, ImageResult, tuple[Change, ...]]] = []
+        failures: list[tuple[Step, ImageGateError]] = []
+        attempts: list[AttemptRecord] = []
+        terminal: ImageGateError | None = None
+        previous = ""
+        for step in chain.steps:
+            missing = wanted - sum(len(r.images) for _, r, _ in made)
+            if missing <= 0:
+                break
+            fit = fit_deadline(
+                step.spec,
+                self._catalog,
+                quality=step.request.quality,
+                remaining_s=ctx.deadline - self._clock(),
+                expected_s=self._expected(step),
+                degrade=ctx.degrade,
+            )
+            if isinstance(fit, TooSlow):
+                failures.append((step, _too_slow(fit, ctx.deadline - self._clock())))
+                previous = f"{step.target.label} too slow for the deadline"
+                continue
+            changes = self._changes(step, fit, previous)
+            outcome = await self._run_step(ctx, step, fit, missing, changes, call_next)
+            for result in outcome.results:
+                made.append((step, result, changes))
+                attempts.extend(result.attempts)
+            for error in outcome.errors:
+                attempts.extend(error.attempts)
+            if outcome.errors:
+                error = outcome.errors[0]
+                failures.append((step, error))
+                previous = f"{step.target.label}: {error.code}"
+                if not moves_on(error):
+                    terminal = error
+                    break
+        if not made:
+            raise self._failure(failures, terminal, attempts)
+        return self._merge(chain.steps[0], made, wanted, failures, attempts, start)
+
+    @staticmethod
+    def _changes(step: Step, fit: Fit, previous: str) -> tuple[Change, ...]:
+        changes = list(step.changes)
+        if previous and changes and changes[0].field == "model" and not step.primary:
+            first = changes[0]
+            changes[0] = Change(first.field, first.old, first.new, f"{first.reason} after {previous}")
+        if fit.change is not None:
+            changes.append(fit.change)
+        return tuple(changes)
+
+    async def _run_step(
+        self,
+        ctx: RequestContext,
+        step: Step,
+        fit: Fit,
+        missing: int,
+        changes: tuple[Change, ...],
+        call_next: Next,
+    ) -> _Outcome:
+        outcome = _Outcome([], [])
+        calls = split_n(missing, step.n_max)
+        slots: list[ImageResult | ImageGateError | None] = [None] * len(calls)
+
+        async def one(index: int, n: int) -> None:
+            request = replace(step.request, n=n, quality=fit.quality)
+            sub = replace(
+                ctx,
+                request=request,
+                candidates=step.target.deployments,
+                spec=step.spec,
+                changes=changes,
+                plan=(),
+                notes=dict(ctx.notes),
+            )
+            try:
+                result = await call_next(sub)
+            except ImageGateError as error:
+                slots[index] = error
+                return
+            self._learn(result, request.quality or step.spec.default_quality)
+            slots[index] = _stamped(result)
+
+        if len(calls) == 1:
+            await one(0, calls[0])
+        else:
+            async with anyio.create_task_group() as tg:
+                for index, n in enumerate(calls):
+                    tg.start_soon(one, index, n)
+        for slot in slots:
+            if isinstance(slot, ImageResult):
+                outcome.results.append(slot)
+            elif isinstance(slot, ImageGateError):
+                outcome.errors.append(slot)
+        return outcome
+
+    def _learn(self, result: ImageResult, quality: str) -> None:
+        now = self._clock()
+        for record in result.attempts:
+            if record.outcome == "ok":
+                self.latencies.observe(record.deployment, quality, record.latency_s, now)
+
+    def _failure(
+        self,
+        failures: Sequence[tuple[Step, ImageGateError]],
+        terminal: ImageGateError | None,
+        attempts: Sequence[AttemptRecord],
+    ) -> ImageGateError:
+        """The error to raise when no image was made."""
+        if terminal is not None or len(failures) == 1:
+            error = terminal if terminal is not None else failures[0][1]
+            error.attempts = _renumbered(attempts)
+            return error
+        summary = "; ".join(f"{step.target.label}: {error.message}" for step, error in failures)
+        if all(isinstance(error, DeadlineExceeded) for _, error in failures):
+            needs = [e.needed_s for _, e in failures if isinstance(e, DeadlineExceeded) and e.needed_s]
+            remaining = min(e.remaining_s for _, e in failures if isinstance(e, DeadlineExceeded))
+            combined: ImageGateError = DeadlineExceeded(
+                f"no model in the fallback chain can finish before the deadline ({summary})",
+                remaining_s=remaining,
+                needed_s=min(needs) if needs else None,
+            )
+        else:
+            waits = [
+                w for _, e in failures if isinstance(w := getattr(e, "retry_after_s", None), int | float)
+            ]
+            combined = NoDeploymentAvailable(
+                f"no model in the fallback chain could serve ({summary})",
+                retry_after_s=min(waits) if waits else None,
+            )
+        combined.attempts = _renumbered(attempts)
+        return combined
+
+    def _merge(
+        self,
+        primary: Step,
+        made: Sequence[tuple[Step, ImageResult, tuple[Change, ...]]],
+        wanted: int,
+        failures: Sequence[tuple[Step, ImageGateError]],
+        attempts: Sequence[AttemptRecord],
+        start: float,
+    ) -> ImageResult:
+        _, first, _ = made[0]
+        images = tuple(image for _, result, _ in made for image in result.images)
+        changes: list[Change] = []
+        for _, _, step_changes in made:
+            changes.extend(c for c in step_changes if c not in changes)
+        if len(images) < wanted:
+            why = "; ".join(f"{step.target.label}: {error.code}" for step, error in failures) or "unknown"
+            changes.append(
+                Change("n", wanted, len(images), f"only {len(images)} of {wanted} image(s) made ({why})")
+            )
+        from_other = any(not step.primary for step, _, _ in made)
+        return replace(
+            first,
+            images=images,
+            usage=_sum_usage([r.usage for _, r, _ in made]),
+            cost=_sum_cost([r.cost for _, r, _ in made]),
+            latency_s=self._clock() - start,
+            attempts=_renumbered(attempts),
+            changes=tuple(changes),
+            degraded=any(c.reason.startswith("degraded: deadline") for c in changes),
+            fallback_from=primary.spec.name if from_other else None,
+        )
+
+
+def _too_slow(fit: TooSlow, remaining_s: float) -> DeadlineExceeded:
+    return DeadlineExceeded(fit.reason, remaining_s=remaining_s, needed_s=fit.needed_s, quality=fit.quality)
+
+
+def _stamped(result: ImageResult) -> ImageResult:
+    """Each image names the model and deployment that made it."""
+    images = tuple(replace(i, model=result.model, deployment=result.deployment) for i in result.images)
+    return replace(result, images=images)
+
+
+def _renumbered(attempts: Sequence[AttemptRecord]) -> tuple[AttemptRecord, ...]:
+    return tuple(replace(a, number=i) for i, a in enumerate(attempts, start=1))
+
+
+def _sum_usage(usages: Sequence[Usage | None]) -> Usage | None:
+    known = [u for u in usages if u is not None]
+    if not known:
+        return None
+    if len(known) == 1:
+        return known[0]
+
+    def opt(values: list[int | None]) -> int | None:
+        present = [v for v in values if v is not None]
+        return sum(present) if present else None
+
+    return Usage(
+        input_tokens=sum(u.input_tokens for u in known),
+        output_tokens=sum(u.output_tokens for u in known),
+        total_tokens=sum(u.total_tokens for u in known),
+        input_text_tokens=sum(u.input_text_tokens for u in known),
+        input_image_tokens=sum(u.input_image_tokens for u in known),
+        output_image_tokens=opt([u.output_image_tokens for u in known]),
+        output_text_tokens=opt([u.output_text_tokens for u in known]),
+    )
+
+
+def _sum_cost(costs: Sequence[Cost | None]) -> Cost | None:
+    known = [c for c in costs if c is not None]
+    if not known:
+        return None
+    if len(known) == 1:
+        return known[0]
+    sources: list[str] = []
+    for c in known:
+        if c.source not in sources:
+            sources.append(c.source)
+    return Cost(
+        usd=sum((c.usd for c in known), Decimal(0)),
+        source="; ".join(sources),
+        estimated=any(c.estimated for c in known),
+    )

@@ -135,3 +135,31 @@ def test_cli_rejects_a_bad_config_with_every_problem(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["emulator", "--config", str(path)])
     assert result.exit_code == 2
     assert "2 emulator configuration problem(s)" in result.output
+
+
+def test_the_documented_examples_load(tmp_path: Path) -> None:
+    """docs/emulator.md's configuration and fault examples are valid (the docs stay honest)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator.md").read_text(encoding="utf-8")
+    blocks = doc.split("```yaml\n")[1:]
+    assert len(blocks) >= 2
+    config_text = blocks[0].split("```")[0]
+    faults_text = blocks[1].split("```")[0]
+    path = tmp_path / "doc.yaml"
+    path.write_text(config_text, encoding="utf-8")
+    cfg = load_emulator_config(path)
+    assert cfg.deployments[0].name == "gpt-image-1"
+    faults_yaml = "deployments:\n  - name: d\n    model: gpt-image-1\n" + "".join(
+        "    " + line + "\n" for line in faults_text.splitlines()
+    )
+    path.write_text(faults_yaml, encoding="utf-8")
+    kinds = {f.kind for f in load_emulator_config(path).deployments[0].faults}
+    assert kinds == {
+        "status",
+        "outage",
+        "hang",
+        "slow_body",
+        "drop_mid_body",
+        "malformed_json",
+        "usage_missing",
+        "retry_after_missing",
+    }

@@ -206,3 +206,25 @@ def test_sqlite_stores_and_admin_api(tmp_path: Path) -> None:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=created.json()["key"], max_retries=0)
         assert client.images.generate(prompt="a fox", quality="low").data
     assert (tmp_path / "imagegate.db").stat().st_size > 0
+
+
+def test_readyz_checks_stores_and_image_directory(gateway: tuple[str, str, str]) -> None:
+    url, _, _ = gateway
+    r = httpx.get(f"{url}/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"] == ["images", "stores"]
+
+
+def test_streaming_edit_partial_images(gateway: tuple[str, str, str]) -> None:
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    stream = client.images.edit(
+        model="gpt-image-1",
+        image=("a.png", _png_bytes(), "image/png"),
+        prompt="add a moon",
+        quality="low",
+        stream=True,
+        partial_images=1,
+    )
+    types = [event.type for event in stream]
+    assert types == ["image_edit.partial_image", "image_edit.completed"]

@@ -222,3 +222,24 @@ async def test_metrics_count_upstream_attempts_by_outcome(gw: httpx.AsyncClient)
     assert 'imagegate_upstream_attempts_total{deployment="gpt-image-1",outcome="rate_limited"} 1.0' in text
     assert 'imagegate_upstream_attempts_total{deployment="gpt-image-1-swc",outcome="ok"} 1.0' in text
     assert "imagegate_requests_in_flight 0.0" in text
+
+
+async def test_translated_and_degraded_headers(backend: FakeBackend, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from imagegate.types import Change
+
+    original = backend._result
+
+    def translated(request: object) -> object:
+        result = original(request)  # type: ignore[arg-type]
+        changes = (Change("quality", "hd", "high", "nearest"), Change("style", "vivid", None, "unsupported"))
+        return replace(result, model="gpt-image-1-mini", changes=changes)
+
+    backend._result = translated  # type: ignore[method-assign,assignment]
+    app = make_app(backend, blobs=local_blobs(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/images/generations", json={"prompt": "x", "quality": "hd"})
+    assert r.headers["x-imagegate-translated"] == "quality;style"
+    assert r.headers["x-imagegate-degraded"] == "true"
+    assert r.headers["x-imagegate-model"] == "gpt-image-1-mini"

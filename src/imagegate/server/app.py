@@ -190,7 +190,23 @@ def create_app(
         idempotency=idempotency or memory.idempotency,
     )
     models = models_of(config)
+
+    async def stores_ready() -> str | None:
+        store = service.idempotency
+        if store is not None:
+            await store.get("readyz", "readyz")  # one indexed lookup: the database answers
+        return None
+
+    async def images_ready() -> str | None:
+        if isinstance(blobs, LocalBlobStore):
+            root = settings.data_dir / "images"
+            await anyio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
+            if not os.access(root, os.W_OK):
+                return f"{root} is not writable"
+        return None
+
     state = GatewayState(
+        readiness={"stores": stores_ready, "images": images_ready},
         limits=settings.limits,
         metrics=metrics,
         models=lambda: models,

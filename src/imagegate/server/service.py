@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -236,9 +236,13 @@ class ImageService:
         await self.governance.settle(hold, cost)
         self.metrics.observe_images(model=result.model, operation=request.operation, count=len(result.images))
         self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
+        # The deferred write must not keep the images alive while the response is being sent.
+        slim = replace(result, images=())
+        if isinstance(request, EditRequest):
+            request = replace(request, images=(), mask=None)
         return functools.partial(
             self.governance.record,
-            caller=caller, request=request, request_id=request_id, started_at=started, result=result,
+            caller=caller, request=request, request_id=request_id, started_at=started, result=slim,
             cost_usd=cost, cost_exact=exact, idempotency_key=idem_key,
         )  # fmt: skip
 

@@ -284,7 +284,11 @@ class UpstreamClient:
         records: list[AttemptRecord] = []
         index = 0
         for number in range(1, cfg.max_attempts + 1):
-            dep = plan[index] if hooks is None else await hooks.choose(plan, index)
+            try:
+                dep = plan[index] if hooks is None else await hooks.choose(plan, index)
+            except ImageGateError as refused:  # routing found no capacity: keep what was tried
+                refused.attempts = tuple(records)
+                raise
             began, seen = self._clock(), _Seen()
             try:
                 payload, _ = await self._attempt(dep, req, cfg.deadline_s - (began - start), on_partial, seen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,28 @@ def test_unsupported_urls_are_config_errors_without_passwords(bad: str) -> None:
         normalize_url(bad)
     assert "database_url" in str(info.value) and "sqlite+aiosqlite" in str(info.value)
     assert "secretpw" not in str(info.value)
+
+
+async def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """A long report must not stall the gateway's writes, nor wait for them (WAL + DEFERRED)."""
+    from datetime import UTC, datetime
+
+    from imagegate.ports import KeyScope
+    from imagegate.stores.sql import sql_stores_for
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'rw.db'}")
+    await migrate(engine)
+    stores = sql_stores_for(engine)
+    new = await stores.keys.create("a", KeyScope(), datetime.now(UTC))
+    try:
+        async with engine.begin() as writer:  # BEGIN IMMEDIATE: holds the write lock
+            await writer.execute(text("UPDATE ig_api_keys SET name = 'b'"))
+            # With BEGIN IMMEDIATE for reads too, this would block for the 30 s busy timeout.
+            seen = await asyncio.wait_for(stores.keys.get(new.record.id), timeout=10)
+            assert seen is not None and seen.name == "a"  # the committed snapshot
+            assert (
+                await asyncio.wait_for(stores.ledger.total(since=datetime(2000, 1, 1, tzinfo=UTC)), 10) == 0
+            )
+        assert (await stores.keys.get(new.record.id)).name == "b"  # type: ignore[union-attr]
+    finally:
+        await engine.dispose()

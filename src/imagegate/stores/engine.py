@@ -5,10 +5,12 @@ data directory) and ``postgresql+asyncpg://...`` (several replicas). Plain ``sql
 ``postgresql://`` are accepted and given their async driver.
 
 SQLite is set up for a gateway's write pattern: WAL journal (readers never block the writer),
-a busy timeout instead of instant "database is locked", and every transaction opened with
-``BEGIN IMMEDIATE`` so it takes the write lock up front. Without that, two deferred transactions
-that both read and then write deadlock on the lock upgrade and one fails at once (SQLITE_BUSY),
-which busy_timeout cannot help with. This is SQLAlchemy's documented aiosqlite recipe.
+a busy timeout instead of instant "database is locked", and every writing transaction opened
+with ``BEGIN IMMEDIATE`` so it takes the write lock up front. Without that, two deferred
+transactions that both read and then write deadlock on the lock upgrade and one fails at once
+(SQLITE_BUSY), which busy_timeout cannot help with (SQLAlchemy's documented aiosqlite recipe).
+Read-only work goes through :func:`reader`, whose transactions begin ``DEFERRED``: they read a
+WAL snapshot and never hold the lock writers need.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from imagegate.errors import ConfigError
 
-__all__ = ["DEFAULT_DATA_DIR", "create_engine", "default_database_url", "is_sqlite", "normalize_url"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "create_engine",
+    "default_database_url",
+    "is_sqlite",
+    "normalize_url",
+    "reader",
+]
 
 DEFAULT_DATA_DIR = Path(".imagegate")
 _ALLOWED = "sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host:port/db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "imagegate_read_only"
 
 
 def default_database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
@@ -90,4 +100,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) for read-only work: on SQLite its transactions begin DEFERRED,
+    so a long report (``imagegate costs``) reads a WAL snapshot instead of holding the write lock
+    the gateway needs. Elsewhere the option is ignored."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from imagegate.policy.budget import nanos_to_usd, usd_to_nanos
 from imagegate.ports import AuditEvent
 from imagegate.stores.audit import new_event_id
+from imagegate.stores.engine import reader
 from imagegate.stores.schema import audit_events
 
 __all__ = ["SqlAuditLog"]
@@ -24,6 +25,7 @@ EXPORT_PAGE = 500
 class SqlAuditLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     async def record(self, event: AuditEvent) -> None:
         if not event.id:
@@ -54,7 +56,7 @@ class SqlAuditLog:
             query = select(audit_events).where(_A.seq > last).order_by(_A.seq).limit(EXPORT_PAGE)
             if since is not None:
                 query = query.where(_A.at >= since)
-            async with self._engine.connect() as conn:
+            async with self._reader.connect() as conn:
                 rows = (await conn.execute(query)).mappings().all()
             for row in rows:
                 yield AuditEvent(

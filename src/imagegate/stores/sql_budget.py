@@ -40,6 +40,7 @@ from imagegate.policy.budget import (
     window_start,
 )
 from imagegate.ports import BudgetUsage, Reservation
+from imagegate.stores.engine import reader
 from imagegate.stores.schema import budget_reservations, budget_windows
 
 __all__ = ["SqlBudgetLedger", "insert_ignoring_conflicts", "new_reservation_id"]
@@ -61,6 +62,7 @@ def insert_ignoring_conflicts(conn: AsyncConnection, table: Any, values: dict[st
 class SqlBudgetLedger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     async def reserve(self, budgets: Sequence[BudgetSpec], amount_usd: Decimal, now: datetime) -> Reservation:
         if amount_usd < 0:
@@ -142,7 +144,7 @@ class SqlBudgetLedger:
 
     async def release_stale(self, *, created_before: datetime, now: datetime) -> int:
         """Release holds older than ``created_before`` (their process died before settling)."""
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             ids = (
                 (
                     await conn.execute(
@@ -158,7 +160,7 @@ class SqlBudgetLedger:
 
     async def usage(self, spec: BudgetSpec, now: datetime) -> BudgetUsage:
         start = window_start(spec.period, now)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             window = await self._window(conn, spec.name, start)
         return BudgetUsage(
             spec=spec,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.errors import Conflict, InvalidRequest, StorageError
 from imagegate.ports import ClaimStatus, IdempotencyClaim, IdempotencyRecord
+from imagegate.stores.engine import reader
 from imagegate.stores.schema import idempotency_keys
 from imagegate.stores.sql_budget import insert_ignoring_conflicts
 
@@ -56,6 +57,7 @@ def _record(row: Mapping[Any, Any]) -> IdempotencyRecord:
 class SqlIdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     async def claim(
         self, key_id: str, idem_key: str, fingerprint: str, now: datetime, *, lease_s: float
@@ -121,7 +123,7 @@ class SqlIdempotencyStore:
             )
 
     async def get(self, key_id: str, idem_key: str) -> IdempotencyRecord | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (
                 (
                     await conn.execute(

@@ -19,6 +19,7 @@ from imagegate.errors import InvalidRequest, NotFound
 from imagegate.policy.budget import Period, nanos_to_usd, usd_to_nanos
 from imagegate.policy.keys import DEFAULT_PEPPER, hash_key
 from imagegate.ports import KeyRecord, KeyScope, NewKey
+from imagegate.stores.engine import reader
 from imagegate.stores.keymaterial import new_key_material
 from imagegate.stores.schema import api_keys
 
@@ -72,6 +73,7 @@ def record_from_row(row: Mapping[Any, Any]) -> KeyRecord:
 class SqlKeyStore:
     def __init__(self, engine: AsyncEngine, *, pepper: bytes = DEFAULT_PEPPER) -> None:
         self._engine = engine
+        self._reader = reader(engine)
         self._pepper = pepper
 
     def __repr__(self) -> str:
@@ -98,7 +100,7 @@ class SqlKeyStore:
 
     async def authenticate(self, plaintext: str) -> KeyRecord | None:
         digest = hash_key(plaintext, self._pepper)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (
                 (await conn.execute(select(api_keys).where(api_keys.c.secret_hash == digest)))
                 .mappings()
@@ -109,7 +111,7 @@ class SqlKeyStore:
         return record_from_row(row)
 
     async def get(self, key_id: str) -> KeyRecord | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).mappings().first()
         return None if row is None else record_from_row(row)
 
@@ -117,7 +119,7 @@ class SqlKeyStore:
         query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [record_from_row(r) for r in rows]
 

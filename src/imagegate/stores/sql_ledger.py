@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.policy.budget import nanos_to_usd, usd_to_nanos
 from imagegate.ports import CostGroup, CostRow, EntryKind, LedgerEntry
+from imagegate.stores.engine import reader
 from imagegate.stores.schema import ledger_entries
 
 __all__ = ["SqlLedger", "entry_kind_for", "group_label", "utc_day"]
@@ -43,6 +44,7 @@ def group_label(value: str | None) -> str:
 class SqlLedger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     async def record(self, entry: LedgerEntry) -> None:
         values: dict[str, Any] = {name: getattr(entry, name) for name in _FIELDS}
@@ -77,7 +79,7 @@ class SqlLedger:
             query = query.where(_L.started_at >= since)
         if until is not None:
             query = query.where(_L.started_at < until)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [
             CostRow(
@@ -96,7 +98,7 @@ class SqlLedger:
         )
         if until is not None:
             query = query.where(_L.started_at < until)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             return nanos_to_usd(int((await conn.execute(query)).scalar_one()))
 
     async def entries(
@@ -107,7 +109,7 @@ class SqlLedger:
             query = query.where(_L.request_id == request_id)
         if since is not None:
             query = query.where(_L.started_at >= since)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         out = []
         for row in rows:

@@ -441,3 +441,17 @@ def test_matrix_errors(flavour: Flavour, admin: httpx.Client) -> None:
     with pytest.raises(openai.RateLimitError) as limited:
         client.images.generate(model="faulty", prompt="x", quality="low")
     assert limited.value.response.headers["retry-after"] == "3"
+
+
+def test_stream_error_event_raises_api_error(emulator: EmulatorServer, admin: httpx.Client) -> None:
+    admin.put("/_emulator/deployments/faulty/faults", json=[{"kind": "stream_error", "count": 1}])
+    with AzureOpenAI(
+        azure_endpoint=emulator.base_url, api_key=KEY, api_version=PREVIEW, max_retries=0
+    ) as client:
+        seen: list[str] = []
+        with pytest.raises(openai.APIError, match="An error occurred"):
+            for event in client.images.generate(
+                model="faulty", prompt="x", quality="low", stream=True, partial_images=1
+            ):
+                seen.append(event.type)
+    assert seen == ["image_generation.partial_image"]

@@ -158,6 +158,7 @@ def test_the_documented_examples_load(tmp_path: Path) -> None:
         "outage",
         "hang",
         "slow_body",
+        "stream_error",
         "drop_mid_body",
         "malformed_json",
         "usage_missing",

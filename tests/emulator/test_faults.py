@@ -192,3 +192,24 @@ async def test_reset_clears_counters_and_windows(make_app: AppFactory) -> None:
         assert [d["name"] for d in listing["deployments"]] == ["d"]
         assert listing["deployments"][0]["api_keys"] == "<1 key(s)>"  # keys never shown
         assert (await c.get("/_emulator/deployments/ghost")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("partials", "events"), [(2, ["image_generation.partial_image", "error"]), (0, ["error"])]
+)
+async def test_stream_error_event_ends_the_stream_unbilled(
+    make_app: AppFactory, partials: int, events: list[str]
+) -> None:
+    async with client_for(make_app, config(FaultSpec(kind="stream_error", count=1))) as c:
+        body = {**BODY, "stream": True, "partial_images": partials}
+        r = await c.post(gen_url("d"), headers=KEY, json=body)
+        assert r.status_code == 200
+        assert [line[7:] for line in r.text.splitlines() if line.startswith("event: ")] == events
+        error = orjson.loads(r.text.rsplit("data: ", 1)[1])
+        assert error["error"]["code"] == "server_error"
+        stats = await counters(c)
+        assert stats["images_billed"] == 0
+        # a plain (non-streamed) request is untouched by a stream_error rule
+        again = config(FaultSpec(kind="stream_error"))
+    async with client_for(make_app, again) as c:
+        assert (await c.post(gen_url("d"), headers=KEY, json=BODY)).json()["data"]

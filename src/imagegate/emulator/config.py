@@ -35,6 +35,7 @@ FaultKind = Literal[
     "slow_body",
     "drop_mid_body",
     "malformed_json",
+    "stream_error",
     "usage_missing",
     "retry_after_missing",
 ]

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from imagegate.emulator.config import FaultSpec
 
@@ -34,6 +35,23 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+STREAM_ERROR = (
+    b"event: error\ndata: "
+    + orjson.dumps(
+        {
+            "type": "error",
+            "error": {
+                "message": "An error occurred while processing your request.",
+                "type": "server_error",
+                "param": None,
+                "code": "server_error",
+            },
+        }
+    )
+    + b"\n\n"
+)
 
 
 def server_transport(receive: Receive) -> asyncio.BaseTransport | None:
@@ -135,6 +153,9 @@ async def send_stream(
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     sent = 0
     async for chunk in chunks:
+        if kind == "stream_error" and (sent == 1 or b".completed" in chunk[:40]):
+            await send({"type": "http.response.body", "body": STREAM_ERROR, "more_body": True})
+            break
         if kind == "malformed_json":
             chunk = chunk.replace(b'"type"', b'"type', 1)
         await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -13,7 +13,9 @@ Rules sort into three groups, applied at different moments of a request:
 - *delivery faults* (the image was generated and billed, then delivery goes wrong): ``hang``
   (``phase: after``, the default), ``slow_body`` (the body trickles over ``delay_s``),
   ``drop_mid_body`` (half the body, then the connection closes), ``malformed_json`` (a truncated
-  JSON body with status 200);
+  JSON body with status 200), ``stream_error`` (streamed responses only: an ``error`` event with the
+  500 envelope ends the stream after the first partial image, or replaces the completed event when
+  there are none; not billed [I]);
 - *modifiers*: ``usage_missing`` (no ``usage`` in the success body), ``retry_after_missing`` (429s
   without retry-after headers).
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from imagegate.emulator.config import FaultSpec
 
 REFUSALS = frozenset({"status", "outage"})
-DELIVERY = frozenset({"hang", "slow_body", "drop_mid_body", "malformed_json"})
+DELIVERY = frozenset({"hang", "slow_body", "drop_mid_body", "malformed_json", "stream_error"})
 MODIFIERS = frozenset({"usage_missing", "retry_after_missing"})
 
 

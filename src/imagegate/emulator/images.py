@@ -195,6 +195,8 @@ async def _generate(call: Call, dep: DeploymentState, params: ImageParams, form:
         body["usage"] = usage
     dep.counters.bill_images(params.n, usage)
     fault = call.plan.delivery
+    if fault is not None and fault.kind == "stream_error":
+        fault = None  # only streamed responses carry error events
     call.record_delivery(fault)
     return json_reply(200, body, ok_headers(call), sleep=call.sleep, fault=fault, on_done=call.release)
 
@@ -257,8 +259,9 @@ def _stream_reply(
         dep.counters.bill_images(params.n, usage)
         style = dep.spec.content_filter_style
         raise filtered_error(out_hit, style=style, model=dep.spec.model, prompt=params.prompt, stage="output")
-    dep.counters.bill_images(params.n, usage)
     fault = call.plan.delivery
+    if fault is None or fault.kind != "stream_error":
+        dep.counters.bill_images(params.n, usage)
     call.record_delivery(fault)
     chunks = image_events(
         prefix=prefix,

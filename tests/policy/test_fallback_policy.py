@@ -4,6 +4,7 @@ move on, and deadline fitting with and without degradation."""
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,19 @@ routing:
 """
 
 
+def _load(text: str) -> ImageGateConfig:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "imagegate.yaml"
+        path.write_text(text)
+        return load(path, {})
+
+
+_CFG = _load(CONFIG)
+
+
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> ImageGateConfig:
-    path: Path = tmp_path_factory.mktemp("cfg") / "imagegate.yaml"
-    path.write_text(CONFIG)
-    return load(path, {})
+def cfg() -> ImageGateConfig:
+    return _CFG
 
 
 def chain_for(cfg: ImageGateConfig, req: ImageRequest, mode: str = "any", stream: bool = False):  # type: ignore[no-untyped-def]
@@ -233,3 +242,29 @@ def test_fit_deadline_uses_only_what_is_known() -> None:
         d3, CAT, quality="hd", remaining_s=10.0, expected_s={"hd": 12.0, "standard": 8.0}, degrade=True
     )
     assert isinstance(slow, Fit) and slow.quality == "standard"
+
+
+@given(
+    n=st.integers(1, 10),
+    size=st.sampled_from(["1024x1024", "1536x1024", "1024x1536", "auto", None]),
+    quality=st.sampled_from(["low", "medium", "high", "auto", None]),
+    output_format=st.sampled_from(["png", "jpeg", None]),
+    background=st.sampled_from(["transparent", "opaque", "auto", None]),
+)
+def test_every_step_request_is_valid_for_its_model(
+    n: int, size: str | None, quality: str | None, output_format: str | None, background: str | None
+) -> None:
+    if background == "transparent" and output_format == "jpeg":
+        return  # invalid for the primary itself
+    req = ImageRequest(
+        prompt="a fox", model="best", n=n, size=size, quality=quality, output_format=output_format,
+        background=background,
+    )  # fmt: skip
+    chain = chain_for(_CFG, req)
+    assert [s.target.name for s in chain.steps][:1] == ["best"] and not chain.skipped
+    for step in chain.steps:
+        validate(step.request, step.spec, CAT)  # raises if translation left anything invalid
+        assert step.request.n <= step.spec.n_max
+        assert sum(split_n(n, step.spec.n_max)) == n
+        if not step.primary:
+            assert step.changes[0].field == "model"

@@ -28,7 +28,16 @@ from imagegate.errors import DeadlineExceeded, ImageGateError, NoDeploymentAvail
 from imagegate.pipeline.context import RequestContext
 from imagegate.pipeline.stages import Next
 from imagegate.policy import latency
-from imagegate.policy.fallback import Fit, Step, TooSlow, build_chain, fit_deadline, moves_on, split_n
+from imagegate.policy.fallback import (
+    Fit,
+    Skipped,
+    Step,
+    TooSlow,
+    chain_steps,
+    fit_deadline,
+    moves_on,
+    split_n,
+)
 from imagegate.policy.validation import Validated
 from imagegate.types import AttemptRecord, Change, Cost, ImageResult, Usage
 
@@ -93,7 +102,7 @@ class FallbackStage:
         if ctx.deadline is None:
             ctx.deadline = start + self._config.retry.deadline_s
         assert ctx.spec is not None and ctx.original is not None  # set by ValidateStage
-        chain = build_chain(
+        chain = chain_steps(
             self._config,
             self._catalog,
             original=ctx.original,
@@ -102,18 +111,20 @@ class FallbackStage:
             mode=ctx.fallback,
             stream=ctx.on_partial is not None,
         )
-        if not chain.steps:
-            raise NoDeploymentAvailable(f"no deployment serves model {ctx.spec.name!r}")
         wanted = ctx.original.n
+        primary: Step | None = None
         made: list[tuple[Step, ImageResult, tuple[Change, ...]]] = []
         failures: list[tuple[Step, ImageGateError]] = []
         attempts: list[AttemptRecord] = []
         terminal: ImageGateError | None = None
         previous = ""
-        for step in chain.steps:
+        for step in chain:
             missing = wanted - sum(len(r.images) for _, r, _ in made)
             if missing <= 0:
                 break
+            if isinstance(step, Skipped):
+                continue  # cannot take this request at all (edits, prompt length, streaming)
+            primary = primary or step
             fit = fit_deadline(
                 step.spec,
                 self._catalog,
@@ -134,15 +145,19 @@ class FallbackStage:
             for error in outcome.errors:
                 attempts.extend(error.attempts)
             if outcome.errors:
-                error = outcome.errors[0]
+                # a content-filter hit (or any error that must not move on) ends the chain
+                blocking = next((e for e in outcome.errors if not moves_on(e)), None)
+                error = blocking or outcome.errors[0]
                 failures.append((step, error))
                 previous = f"{step.target.label}: {error.code}"
-                if not moves_on(error):
-                    terminal = error
+                if blocking is not None:
+                    terminal = blocking
                     break
+        if primary is None:
+            raise NoDeploymentAvailable(f"no deployment serves model {ctx.spec.name!r}")
         if not made:
             raise self._failure(failures, terminal, attempts)
-        return self._merge(chain.steps[0], made, wanted, failures, attempts, start)
+        return self._merge(primary, made, wanted, failures, attempts, start)
 
     @staticmethod
     def _changes(step: Step, fit: Fit, previous: str) -> tuple[Change, ...]:

@@ -40,7 +40,7 @@ otherwise the step is too slow, and the chain moves on (a faster model may fit).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Literal, cast
 
@@ -70,6 +70,7 @@ __all__ = [
     "Target",
     "TooSlow",
     "build_chain",
+    "chain_steps",
     "dialect_of",
     "fit_deadline",
     "moves_on",
@@ -212,6 +213,34 @@ def _fallback_step(
     return Step(target, spec, checked.request, (model_change, *changes, *checked.changes))
 
 
+def chain_steps(
+    cfg: ImageGateConfig,
+    catalog: Catalog,
+    *,
+    original: ImageRequest,
+    primary: Validated,
+    primary_changes: Sequence[Change] = (),
+    mode: FallbackMode = "any",
+    stream: bool = False,
+) -> Iterator[Step | Skipped]:
+    """The chain one step at a time (see the module docstring), so a step is only translated
+    and validated (edit images decoded) when the chain reaches it. ``primary`` is the validated
+    request for the requested model; ``original`` is the request as the caller gave it;
+    ``stream``: the caller wants partial images, so models that do not stream are skipped."""
+    all_targets = targets(cfg, original.model)
+    model = primary.spec.name
+    head = next((t for t in all_targets if t.model == model), None)
+    if head is None:
+        return
+    yield Step(head, primary.spec, primary.request, tuple(primary_changes), primary=True)
+    if mode == "none":
+        return
+    for target in all_targets:
+        if target is head or (mode == "same-model" and target.model != model):
+            continue
+        yield _fallback_step(target, original, catalog, primary.spec, stream=stream)
+
+
 def build_chain(
     cfg: ImageGateConfig,
     catalog: Catalog,
@@ -222,27 +251,21 @@ def build_chain(
     mode: FallbackMode = "any",
     stream: bool = False,
 ) -> Chain:
-    """The steps for a request (see the module docstring). ``primary`` is the validated request
-    for the requested model; ``original`` is the request as the caller gave it; ``stream``: the
-    caller wants partial images, so models that do not stream are skipped."""
-    all_targets = targets(cfg, original.model)
-    model = primary.spec.name
-    head = next((t for t in all_targets if t.model == model), None)
-    if head is None:
-        return Chain(())
-    steps: list[Step] = [Step(head, primary.spec, primary.request, tuple(primary_changes), primary=True)]
-    skipped: list[Skipped] = []
-    if mode == "none":
-        return Chain(tuple(steps))
-    for target in all_targets:
-        if target is head or (mode == "same-model" and target.model != model):
-            continue
-        step = _fallback_step(target, original, catalog, primary.spec, stream=stream)
-        if isinstance(step, Skipped):
-            skipped.append(step)
-        else:
-            steps.append(step)
-    return Chain(tuple(steps), tuple(skipped))
+    """The whole chain at once (``chain_steps``, collected)."""
+    items = list(
+        chain_steps(
+            cfg,
+            catalog,
+            original=original,
+            primary=primary,
+            primary_changes=primary_changes,
+            mode=mode,
+            stream=stream,
+        )
+    )
+    return Chain(
+        tuple(i for i in items if isinstance(i, Step)), tuple(i for i in items if isinstance(i, Skipped))
+    )
 
 
 def moves_on(error: ImageGateError) -> bool:

@@ -21,10 +21,12 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from imagegate.errors import ConfigError, RateLimited
+from imagegate.stores.failures import maps_storage_errors
 
 __all__ = ["KeyRateLimiter", "rate_limiter_for"]
 
 
+@maps_storage_errors("the rate-limit store")
 class KeyRateLimiter:
     """Implements :class:`imagegate.ports.RateLimiter` over a ``limits`` storage."""
 

@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from imagegate.ports import ClaimStatus, IdempotencyClaim, IdempotencyRecord
+from imagegate.stores.failures import maps_storage_errors
 from imagegate.stores.sql_idempotency import conflict_error, validate_idem_key
 
 __all__ = ["RedisIdempotencyStore"]
@@ -62,6 +63,7 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@maps_storage_errors("Redis")
 class RedisIdempotencyStore:
     def __init__(self, client: Redis, *, namespace: str = "ig") -> None:
         self._redis = client

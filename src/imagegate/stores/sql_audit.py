@@ -14,6 +14,7 @@ from imagegate.policy.budget import nanos_to_usd, usd_to_nanos
 from imagegate.ports import AuditEvent
 from imagegate.stores.audit import new_event_id
 from imagegate.stores.engine import reader
+from imagegate.stores.failures import maps_storage_errors
 from imagegate.stores.schema import audit_events
 
 __all__ = ["SqlAuditLog"]
@@ -22,6 +23,7 @@ _A = audit_events.c
 EXPORT_PAGE = 500
 
 
+@maps_storage_errors("the database")
 class SqlAuditLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

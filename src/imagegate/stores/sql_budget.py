@@ -41,6 +41,7 @@ from imagegate.policy.budget import (
 )
 from imagegate.ports import BudgetUsage, Reservation
 from imagegate.stores.engine import reader
+from imagegate.stores.failures import maps_storage_errors
 from imagegate.stores.schema import budget_reservations, budget_windows
 
 __all__ = ["SqlBudgetLedger", "insert_ignoring_conflicts", "new_reservation_id"]
@@ -59,6 +60,7 @@ def insert_ignoring_conflicts(conn: AsyncConnection, table: Any, values: dict[st
     return factory(table).values(**values).on_conflict_do_nothing()
 
 
+@maps_storage_errors("the database")
 class SqlBudgetLedger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from imagegate.errors import Conflict, InvalidRequest, StorageError
 from imagegate.ports import ClaimStatus, IdempotencyClaim, IdempotencyRecord
 from imagegate.stores.engine import reader
+from imagegate.stores.failures import maps_storage_errors
 from imagegate.stores.schema import idempotency_keys
 from imagegate.stores.sql_budget import insert_ignoring_conflicts
 
@@ -54,6 +55,7 @@ def _record(row: Mapping[Any, Any]) -> IdempotencyRecord:
     )
 
 
+@maps_storage_errors("the database")
 class SqlIdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

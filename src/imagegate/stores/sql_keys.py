@@ -20,6 +20,7 @@ from imagegate.policy.budget import Period, nanos_to_usd, usd_to_nanos
 from imagegate.policy.keys import DEFAULT_PEPPER, hash_key
 from imagegate.ports import KeyRecord, KeyScope, NewKey
 from imagegate.stores.engine import reader
+from imagegate.stores.failures import maps_storage_errors
 from imagegate.stores.keymaterial import new_key_material
 from imagegate.stores.schema import api_keys
 
@@ -70,6 +71,7 @@ def record_from_row(row: Mapping[Any, Any]) -> KeyRecord:
     )
 
 
+@maps_storage_errors("the database")
 class SqlKeyStore:
     def __init__(self, engine: AsyncEngine, *, pepper: bytes = DEFAULT_PEPPER) -> None:
         self._engine = engine

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from imagegate.policy.budget import nanos_to_usd, usd_to_nanos
 from imagegate.ports import CostGroup, CostRow, EntryKind, LedgerEntry
 from imagegate.stores.engine import reader
+from imagegate.stores.failures import maps_storage_errors
 from imagegate.stores.schema import ledger_entries
 
 __all__ = ["SqlLedger", "entry_kind_for", "group_label", "utc_day"]
@@ -41,6 +42,7 @@ def group_label(value: str | None) -> str:
     return value if value else "(none)"
 
 
+@maps_storage_errors("the database")
 class SqlLedger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

@@ -22,7 +22,13 @@ from imagegate.policy.breaker import (
 )
 
 CFG = BreakerConfig(
-    window_s=10, min_requests=4, failure_rate=0.5, cooldown_s=5, backoff_factor=2, cooldown_on_429=True
+    window_s=10,
+    min_requests=4,
+    failure_rate=0.5,
+    cooldown_s=5,
+    backoff_factor=2,
+    cooldown_on_429=True,
+    consecutive_failures=0,  # rate rule alone here; the streak rule has its own tests
 )
 OK = Outcome(ok=True, status=200)
 FAIL = Outcome(ok=False, status=500, reason="status 500")
@@ -50,6 +56,26 @@ def run(outcomes: list[Outcome], *, start: float = 0.0, step: float = 0.1) -> Br
 )
 def test_closed_transitions(outcomes: list[Outcome], status: str) -> None:
     assert run(outcomes).status == status
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "status"),
+    [
+        ([OK] * 20 + [FAIL] * 2, "closed"),
+        ([OK] * 20 + [FAIL] * 3, "open"),  # rate is only 3/23; the streak catches the outage
+        ([OK] * 20 + [FAIL, FAIL, OK, FAIL, FAIL], "closed"),  # a success resets the streak
+        ([OK] * 20 + [FAIL, FAIL, Outcome(ok=False, status=429), FAIL], "open"),  # 429s do not reset it
+        ([OK] * 20 + [Outcome(ok=False, status=429)] * 5, "closed"),  # ... nor count
+    ],
+)
+def test_consecutive_failures_trip(outcomes: list[Outcome], status: str) -> None:
+    cfg = BreakerConfig(window_s=10, min_requests=4, consecutive_failures=3)
+    s = BreakerState()
+    for i, o in enumerate(outcomes):
+        s = record(cfg, s, o, i * 0.01)
+    assert s.status == status
+    if status == "open":
+        assert s.reason.startswith("3 failures in a row")
 
 
 def test_old_failures_leave_the_window() -> None:

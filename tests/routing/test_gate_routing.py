@@ -59,9 +59,10 @@ async def test_outage_is_detected_and_skipped() -> None:
         results = [await gate.generate("a red fox", quality="low") for _ in range(12)]
         assert {r.deployment for r in results} == {"gpt-image-1-swc"}
         hits = [i for i, r in enumerate(results) if r.attempts[0].deployment == "gpt-image-1"]
-        # four failures trip the breaker; afterwards only single half-open probes, backed off
-        assert hits[:4] == [0, 1, 2, 3]
-        assert all(b - a >= 2 for a, b in itertools.pairwise(hits[4:]))
+        # three failures in a row trip the breaker; afterwards only single half-open probes
+        assert hits[:3] == [0, 1, 2]
+        # then probes, each after a cool-down that doubles: 5, 10, 20 s ... (requests take ~4 s)
+        assert all(b - a >= 2 for a, b in itertools.pairwise(hits[3:]))
         assert (await statuses(http, "gpt-image-1")).get("503", 0) == len(hits) < 12
         (view,) = [v for v in await gate.scheduler.snapshot() if v.name == "gpt-image-1"]
         assert view.breaker == "open"

@@ -9,6 +9,7 @@ honoured every time it is seen: the breaker stays open at least that long.
 States and transitions (``now`` is always passed in; nothing here reads a clock)::
 
     closed ──(failure rate ≥ threshold over window, ≥ min_requests)──────► open
+    closed ──(consecutive_failures in a row, 429s aside)─────────────────► open
     closed ──(429/503 carrying retry-after)──────────────────────────────► open
     open   ──(now ≥ reopen_at: cool-down and retry-after both elapsed)───► half-open (lazily)
     half-open ──acquire()──► probe claimed (one at a time; a lost probe's lease expires)
@@ -61,6 +62,7 @@ Status = Literal["closed", "open", "half_open"]
 DEFAULT_WINDOW_S = 30.0
 DEFAULT_MIN_REQUESTS = 4
 DEFAULT_FAILURE_RATE = 0.5
+DEFAULT_CONSECUTIVE_FAILURES = 3
 DEFAULT_COOLDOWN_S = 5.0
 DEFAULT_MAX_COOLDOWN_S = 300.0
 DEFAULT_BACKOFF_FACTOR = 2.0
@@ -75,6 +77,8 @@ class BreakerConfig:
     |---|---|
     | window_s | rolling window over which the failure rate is judged |
     | min_requests | no rate-based trip with fewer outcomes than this in the window |
+    | consecutive_failures | trip after this many failures in a row (0: off), so an outage after a
+      busy healthy spell is caught in a few attempts, not after the rate catches up |
     | failure_rate | trip when failures / outcomes ≥ this (0 < x ≤ 1) |
     | cooldown_s | minimum time open before a probe, first trip |
     | max_cooldown_s | cap for the backed-off cool-down |
@@ -85,6 +89,7 @@ class BreakerConfig:
 
     window_s: float = DEFAULT_WINDOW_S
     min_requests: int = DEFAULT_MIN_REQUESTS
+    consecutive_failures: int = DEFAULT_CONSECUTIVE_FAILURES
     failure_rate: float = DEFAULT_FAILURE_RATE
     cooldown_s: float = DEFAULT_COOLDOWN_S
     max_cooldown_s: float = DEFAULT_MAX_COOLDOWN_S
@@ -99,6 +104,8 @@ class BreakerConfig:
             problems.append(f"window_s={self.window_s!r} must be > 0")
         if self.min_requests < 1:
             problems.append(f"min_requests={self.min_requests!r} must be ≥ 1")
+        if self.consecutive_failures < 0:
+            problems.append(f"consecutive_failures={self.consecutive_failures!r} must be ≥ 0 (0: off)")
         if not 0 < self.failure_rate <= 1:
             problems.append(f"failure_rate={self.failure_rate!r} must be in (0, 1]")
         if self.cooldown_s < 0 or self.max_cooldown_s < self.cooldown_s:
@@ -145,6 +152,7 @@ class BreakerState:
     probe_started_at: float | None = None
     reason: str = ""
     throttled: bool = False  # opened by a 429/503 retry-after (capacity), not by failures (health)
+    streak: int = 0  # failures in a row while closed (429s neither count nor reset it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +290,11 @@ def record(cfg: BreakerConfig, s: BreakerState, o: Outcome, now: float) -> Break
     good = sum(b[1] for b in buckets)
     bad = sum(b[2] for b in buckets)
     total = good + bad
+    streak = s.streak if o.status == 429 else (0 if o.ok else s.streak + 1)
     if not o.ok and total >= cfg.min_requests and bad / total >= cfg.failure_rate:
         reason = f"{bad}/{total} failures in {cfg.window_s:g}s (last: {o.reason or 'failure'})"
         return _open(cfg, s, replace(o, reason=reason), now, trips=1)
-    return replace(s, buckets=buckets)
+    if cfg.consecutive_failures and streak >= cfg.consecutive_failures:
+        reason = f"{streak} failures in a row (last: {o.reason or 'failure'})"
+        return _open(cfg, s, replace(o, reason=reason), now, trips=1)
+    return replace(s, buckets=buckets, streak=streak)

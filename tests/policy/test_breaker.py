@@ -78,6 +78,22 @@ def test_consecutive_failures_trip(outcomes: list[Outcome], status: str) -> None
         assert s.reason.startswith("3 failures in a row")
 
 
+def test_success_sent_before_the_latest_failure_does_not_reset_the_streak() -> None:
+    cfg = BreakerConfig(consecutive_failures=3)
+    s = BreakerState()
+    for t in (10.0, 10.1):
+        s = record(cfg, s, FAIL, t)
+    s = record(cfg, s, Outcome(ok=True, status=200, started_at=5.0), 10.2)  # in flight since before
+    assert s.streak == 2
+    s = record(cfg, s, FAIL, 10.3)
+    assert s.status == "open"
+    fresh = BreakerState()
+    for t in (10.0, 10.1):
+        fresh = record(cfg, fresh, FAIL, t)
+    fresh = record(cfg, fresh, Outcome(ok=True, status=200, started_at=10.15), 10.2)
+    assert fresh.streak == 0
+
+
 def test_old_failures_leave_the_window() -> None:
     s = BreakerState()
     for t in (0.0, 0.5, 1.0):

@@ -138,6 +138,8 @@ class Outcome:
     status: int | None = None
     retry_after_s: float | None = None
     reason: str = ""
+    started_at: float | None = None  # when the attempt was sent; a success that started before
+    # the latest failure is old news and does not reset the failure streak
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class BreakerState:
     reason: str = ""
     throttled: bool = False  # opened by a 429/503 retry-after (capacity), not by failures (health)
     streak: int = 0  # failures in a row while closed (429s neither count nor reset it)
+    last_failure_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,11 +293,23 @@ def record(cfg: BreakerConfig, s: BreakerState, o: Outcome, now: float) -> Break
     good = sum(b[1] for b in buckets)
     bad = sum(b[2] for b in buckets)
     total = good + bad
-    streak = s.streak if o.status == 429 else (0 if o.ok else s.streak + 1)
+    streak, last_failure_at = _streak(s, o, now)
     if not o.ok and total >= cfg.min_requests and bad / total >= cfg.failure_rate:
         reason = f"{bad}/{total} failures in {cfg.window_s:g}s (last: {o.reason or 'failure'})"
         return _open(cfg, s, replace(o, reason=reason), now, trips=1)
     if cfg.consecutive_failures and streak >= cfg.consecutive_failures:
         reason = f"{streak} failures in a row (last: {o.reason or 'failure'})"
         return _open(cfg, s, replace(o, reason=reason), now, trips=1)
-    return replace(s, buckets=buckets, streak=streak)
+    return replace(s, buckets=buckets, streak=streak, last_failure_at=last_failure_at)
+
+
+def _streak(s: BreakerState, o: Outcome, now: float) -> tuple[int, float | None]:
+    """Failures in a row. With many requests in flight, responses to requests sent before an
+    outage began keep arriving as successes after it; only a success sent after the latest
+    failure proves the deployment works again."""
+    if o.status == 429:
+        return s.streak, s.last_failure_at
+    if not o.ok:
+        return s.streak + 1, now
+    stale = o.started_at is not None and s.last_failure_at is not None and o.started_at < s.last_failure_at
+    return (s.streak if stale else 0), s.last_failure_at

@@ -371,8 +371,11 @@ class Scheduler:
             if result.cancelled:
                 bs = breaker.abandon(st.breaker) if lease.probe else st.breaker
                 return None, replace(st, breaker=bs, quota=qs)
-            outcome = breaker.outcome_for_status(
-                result.status, retry_after_s=result.retry_after_s, timed_out=result.timed_out
+            outcome = replace(
+                breaker.outcome_for_status(
+                    result.status, retry_after_s=result.retry_after_s, timed_out=result.timed_out
+                ),
+                started_at=lease.started_at,
             )
             bs = breaker.record(self._breaker, st.breaker, outcome, now)
             if qcfg is not None:

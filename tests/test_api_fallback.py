@@ -4,12 +4,14 @@ image the emulator billed must be on a result."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from imagegate import (
     AsyncImageGate,
@@ -18,6 +20,7 @@ from imagegate import (
     ImageResult,
     InvalidRequest,
     NoDeploymentAvailable,
+    PartialImage,
     UpstreamNotSent,
 )
 from imagegate.config_load import load
@@ -302,3 +305,40 @@ async def test_partial_shortfall_keeps_the_images_made_and_says_so(tmp_path: Pat
     assert "dall-e-3 via dalle: upstream_failed" in shortfall.reason
     await assert_billed_images_accounted(http, result)
     await http.aclose()
+
+
+def square_png(size: int = 1024) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (20, 60, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_edit_falls_back_to_a_model_with_edits_and_skips_dall_e_3(make_gate: GateFactory) -> None:
+    http = emulator()
+    gate = make_gate(http)
+    await outage(http, "g15", "g15-swc", "g1")
+    result = await gate.edit(square_png(), "add a hat", model="best", quality="low", input_fidelity="high")
+    assert result.served_by == (("gpt-image-1-mini", "mini"),)
+    changed = {c.field: (c.old, c.new) for c in result.changes}
+    # gpt-image-1-mini takes no input_fidelity: dropped, and said so
+    assert changed == {"model": ("gpt-image-1.5", "gpt-image-1-mini"), "input_fidelity": ("high", None)}
+    await outage(http, "mini")
+    with pytest.raises(NoDeploymentAvailable) as info:
+        await gate.edit(square_png(), "add a hat", model="best", quality="low")
+    assert "dall-e-3" not in info.value.message  # no edits on dall-e-3: never tried
+    assert (await counters(http))["d3"]["requests"]["total"] == 0
+    await assert_billed_images_accounted(http, result)
+
+
+async def test_stream_falls_back_to_a_model_that_streams(make_gate: GateFactory) -> None:
+    http = emulator()
+    gate = make_gate(http)
+    await outage(http, "g15", "g15-swc")
+    items = [
+        item async for item in gate.stream("a lighthouse", model="best", partial_images=2, quality="low")
+    ]
+    partials = [i for i in items if isinstance(i, PartialImage)]
+    (final,) = [i for i in items if isinstance(i, ImageResult)]
+    assert len(partials) == 2 and final.served_by == (("gpt-image-1", "g1"),)
+    assert final.fallback_from == "gpt-image-1.5"
+    await assert_billed_images_accounted(http, final)

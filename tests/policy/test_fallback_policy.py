@@ -29,10 +29,12 @@ from imagegate.errors import (
 )
 from imagegate.policy.fallback import (
     Fit,
+    RequestOptions,
     TooSlow,
     build_chain,
     fit_deadline,
     moves_on,
+    options_from_headers,
     parse_mode,
     split_n,
     targets,
@@ -268,3 +270,25 @@ def test_every_step_request_is_valid_for_its_model(
         assert sum(split_n(n, step.spec.n_max)) == n
         if not step.primary:
             assert step.changes[0].field == "model"
+
+
+def test_options_from_headers() -> None:
+    assert options_from_headers({}) == RequestOptions()
+    got = options_from_headers(
+        {
+            "x-imagegate-fallback": "same-model",
+            "x-imagegate-deadline-s": "12.5",
+            "x-imagegate-degrade": "true",
+        }
+    )
+    assert got == RequestOptions(fallback="same-model", deadline_s=12.5, degrade=True)
+    with pytest.raises(
+        InvalidRequest, match="x-imagegate-deadline-s='soon' is not allowed: a number of seconds"
+    ):
+        options_from_headers({"x-imagegate-deadline-s": "soon"})
+    with pytest.raises(InvalidRequest, match="x-imagegate-deadline-s='-3'"):
+        options_from_headers({"x-imagegate-deadline-s": "-3"})
+    with pytest.raises(InvalidRequest, match="x-imagegate-degrade='perhaps' is not allowed: true or false"):
+        options_from_headers({"x-imagegate-degrade": "perhaps"})
+    with pytest.raises(InvalidRequest, match="fallback='all'"):
+        options_from_headers({"x-imagegate-fallback": "all"})

@@ -60,11 +60,14 @@ from imagegate.policy.validation import Validated, validate
 from imagegate.types import Change, ImageRequest
 
 __all__ = [
+    "DEADLINE_HEADER",
+    "DEGRADE_HEADER",
     "FALLBACK_HEADER",
     "FALLBACK_MODES",
     "Chain",
     "FallbackMode",
     "Fit",
+    "RequestOptions",
     "Skipped",
     "Step",
     "Target",
@@ -74,6 +77,7 @@ __all__ = [
     "dialect_of",
     "fit_deadline",
     "moves_on",
+    "options_from_headers",
     "parse_mode",
     "split_n",
     "targets",
@@ -81,8 +85,12 @@ __all__ = [
 
 FallbackMode = Literal["any", "same-model", "none"]
 FALLBACK_MODES: Final = ("any", "same-model", "none")
-# The HTTP header the gateway reads for ``fallback=`` (proposed for the server face).
-FALLBACK_HEADER: Final = "x-imagegate-fallback"
+# The HTTP request headers proposed for the gateway (``options_from_headers`` parses them).
+FALLBACK_HEADER: Final = "x-imagegate-fallback"  # any | same-model | none
+DEADLINE_HEADER: Final = "x-imagegate-deadline-s"  # seconds, > 0
+DEGRADE_HEADER: Final = "x-imagegate-degrade"  # true | false
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 DEGRADED_REASON: Final = "degraded: deadline"
 
 
@@ -93,6 +101,37 @@ def parse_mode(value: object) -> FallbackMode:
     if isinstance(value, str) and value.strip().lower() in FALLBACK_MODES:
         return cast(FallbackMode, value.strip().lower())
     raise InvalidRequest.for_field("fallback", value, "one of " + ", ".join(FALLBACK_MODES))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """Per-request fallback and deadline options, as the library's keyword arguments take them."""
+
+    fallback: FallbackMode = "any"
+    deadline_s: float | None = None
+    degrade: bool = False
+
+
+def options_from_headers(headers: Mapping[str, str]) -> RequestOptions:
+    """Read ``x-imagegate-fallback``, ``x-imagegate-deadline-s`` and ``x-imagegate-degrade``
+    (lower-case names, as ASGI gives them); a bad value is an ``InvalidRequest`` naming it."""
+    mode = parse_mode(headers.get(FALLBACK_HEADER))
+    deadline: float | None = None
+    raw = headers.get(DEADLINE_HEADER)
+    if raw is not None:
+        try:
+            deadline = float(raw)
+        except ValueError:
+            deadline = None
+        if deadline is None or not math.isfinite(deadline) or deadline <= 0:
+            raise InvalidRequest.for_field(DEADLINE_HEADER, raw, "a number of seconds > 0")
+    degrade = False
+    flag = headers.get(DEGRADE_HEADER)
+    if flag is not None:
+        if flag.strip().lower() not in _TRUE | _FALSE:
+            raise InvalidRequest.for_field(DEGRADE_HEADER, flag, "true or false")
+        degrade = flag.strip().lower() in _TRUE
+    return RequestOptions(fallback=mode, deadline_s=deadline, degrade=degrade)
 
 
 def dialect_of(dep: DeploymentConfig) -> str:

@@ -7,8 +7,10 @@ other request with the same key and body waits — woken at once by an in-proces
 ``asyncio.Event`` when the owner is in the same process, and by polling the store (with the
 injected ``sleep``) when it is another replica — and then replays the stored response. So a
 retrying client never starts a second billed generation. A different body under the same key is
-a ``Conflict`` (409) at once; waiting longer than ``wait_timeout_s`` is a ``Conflict`` telling
-the client the first request is still running and to retry later.
+a ``Conflict`` (409) at once; an owner that died is replaced only after its lease, which must
+outlast the longest request (the retry deadline is 900 s by default); waiting longer than
+``wait_timeout_s`` is a ``Conflict`` telling the client the first request is still running and to
+retry later.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class IdempotencyGate:
         *,
         clock: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        lease_s: float = 600.0,
+        lease_s: float = 3600.0,  # must outlast the longest request (deadline 900 s by default)
         ttl_s: float = 24 * 3600.0,
         poll_interval_s: float = 0.25,
         wait_timeout_s: float = 120.0,

@@ -9,7 +9,7 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     ImageGateError                      code, http_status, message
     ├── ClientError                     4xx: the caller can fix it
     │   ├── InvalidRequest              400  field, value, allowed
-    │   ├── ContentFiltered             400  categories, revised_prompt, stage (prompt|output)
+    │   ├── ContentFiltered             400  categories, revised_prompt, stage (prompt|output|unknown)
     │   ├── AuthenticationError         401
     │   ├── PermissionDenied            403
     │   ├── NotFound                    404  (unknown model / deployment / job)
@@ -134,7 +134,7 @@ class ContentFiltered(ClientError):
         *,
         categories: Sequence[str] = (),
         revised_prompt: str | None = None,
-        stage: str = "prompt",
+        stage: str = "unknown",
         upstream_code: str | None = None,
     ) -> None:
         super().__init__(message)

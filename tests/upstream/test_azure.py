@@ -122,6 +122,9 @@ def test_content_policy_violation_with_categories_and_revised_prompt() -> None:
     assert isinstance(err, ContentFiltered)
     assert err.categories == ("violence",) and err.revised_prompt == "A dramatic scene."
     assert err.upstream_code == "content_policy_violation"
+    # Azure's body does not say whether the prompt or the output was filtered; we don't guess
+    # from the message text.
+    assert err.stage == "unknown"
 
 
 def test_moderation_blocked_shapes() -> None:
@@ -135,6 +138,9 @@ def test_moderation_blocked_shapes() -> None:
     }
     err = classify("east", resp(400, direct))
     assert isinstance(err, ContentFiltered) and err.categories == ("sexual",) and err.stage == "output"
+    prompt_stage = {"error": {**direct["error"], "moderation_details": {"moderation_stage": "input"}}}
+    assert isinstance(err := classify("east", resp(400, prompt_stage)), ContentFiltered)
+    assert err.stage == "prompt"
     relayed = {
         "error": {
             "message": "rejected ... safety_violations=[violence, self-harm]. x",

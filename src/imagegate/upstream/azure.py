@@ -207,13 +207,24 @@ def _categories(err: Mapping[str, Any], inner: Mapping[str, Any]) -> tuple[str, 
     return tuple(dict.fromkeys(found))
 
 
+def _filter_stage(details: object) -> str:
+    """Where the filter struck, as the body says it: ``moderation_details.moderation_stage``
+    (``input`` -> ``prompt``, ``output``). Azure's ``content_policy_violation`` body carries no
+    stage field (only its message differs), and we never classify by message text, so it is
+    ``unknown`` there."""
+    if isinstance(details, Mapping):
+        stage = details.get("moderation_stage")
+        if stage == "input":
+            return "prompt"
+        if stage == "output":
+            return "output"
+    return "unknown"
+
+
 def _content_filtered(err: Mapping[str, Any], code: str, message: str) -> ContentFiltered:
     inner = err.get("inner_error") or err.get("innererror") or {}
     inner = inner if isinstance(inner, Mapping) else {}
-    details = err.get("moderation_details")
-    stage = (
-        "output" if isinstance(details, Mapping) and details.get("moderation_stage") == "output" else "prompt"
-    )
+    stage = _filter_stage(err.get("moderation_details"))
     categories = _categories(err, inner)
     shown = ", ".join(categories) or "unspecified"
     revised = inner.get("revised_prompt") if isinstance(inner.get("revised_prompt"), str) else None

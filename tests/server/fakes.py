@@ -80,9 +80,6 @@ class FakeBackend:
     def estimate_usd(self, request: ImageRequest) -> Decimal:
         return self.estimate
 
-    def served_model(self, logical_model: str | None) -> str | None:
-        return "gpt-image-1"
-
 
 class FakeRates:
     """Counts per key; refuses past ``per_minute`` (no clock: the window never rolls in a test)."""

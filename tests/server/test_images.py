@@ -224,7 +224,7 @@ async def test_metrics_count_upstream_attempts_by_outcome(gw: httpx.AsyncClient)
     assert "imagegate_requests_in_flight 0.0" in text
 
 
-async def test_translated_and_degraded_headers(backend: FakeBackend, tmp_path: Path) -> None:
+async def test_translated_fallback_and_degraded_headers(backend: FakeBackend, tmp_path: Path) -> None:
     from dataclasses import replace
 
     from imagegate.types import Change
@@ -234,7 +234,9 @@ async def test_translated_and_degraded_headers(backend: FakeBackend, tmp_path: P
     def translated(request: object) -> object:
         result = original(request)  # type: ignore[arg-type]
         changes = (Change("quality", "hd", "high", "nearest"), Change("style", "vivid", None, "unsupported"))
-        return replace(result, model="gpt-image-1-mini", changes=changes)
+        return replace(
+            result, model="gpt-image-1-mini", changes=changes, fallback_from="gpt-image-1", degraded=True
+        )
 
     backend._result = translated  # type: ignore[method-assign,assignment]
     app = make_app(backend, blobs=local_blobs(tmp_path))
@@ -242,4 +244,5 @@ async def test_translated_and_degraded_headers(backend: FakeBackend, tmp_path: P
         r = await c.post("/v1/images/generations", json={"prompt": "x", "quality": "hd"})
     assert r.headers["x-imagegate-translated"] == "quality;style"
     assert r.headers["x-imagegate-degraded"] == "true"
+    assert r.headers["x-imagegate-fallback-from"] == "gpt-image-1"
     assert r.headers["x-imagegate-model"] == "gpt-image-1-mini"

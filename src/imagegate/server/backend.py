@@ -30,7 +30,3 @@ class ImageBackend(Protocol):
     def estimate_usd(self, request: ImageRequest) -> Decimal:
         """An upper estimate of what the request may cost, to reserve against budgets."""
         ...
-
-    def served_model(self, logical_model: str | None) -> str | None:
-        """The catalog model the caller's ``model`` names first (to tell when a result is degraded)."""
-        ...

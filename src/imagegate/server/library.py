@@ -109,9 +109,3 @@ class LibraryBackend:
         except (KeyError, ValueError, ArithmeticError):
             return Decimal(0)
         return cost.usd
-
-    def served_model(self, logical_model: str | None) -> str | None:
-        try:
-            return self.gate.spec_for(logical_model).name
-        except Exception:  # an unknown model is reported by the request itself
-            return None

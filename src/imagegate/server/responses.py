@@ -65,7 +65,8 @@ def result_headers(result: ImageResult) -> dict[str, str]:
     """``x-imagegate-*``: where the images came from, what they cost, what was changed.
 
     ``translated`` lists the parameters translation changed (``field`` names only, semicolon
-    separated); ``degraded`` is set when the serving model is not the one the caller named.
+    separated); ``fallback-from`` names the model asked for when another model served;
+    ``degraded`` says the quality was lowered to meet a deadline.
     """
     headers = {"x-imagegate-model": result.model, "x-imagegate-deployment": result.deployment}
     if result.region:
@@ -77,4 +78,8 @@ def result_headers(result: ImageResult) -> dict[str, str]:
         headers["x-imagegate-translated"] = ";".join(dict.fromkeys(c.field for c in result.changes))
     if result.attempts:
         headers["x-imagegate-attempts"] = str(len(result.attempts))
+    if result.fallback_from:
+        headers["x-imagegate-fallback-from"] = result.fallback_from
+    if result.degraded:
+        headers["x-imagegate-degraded"] = "true"
     return headers

@@ -266,8 +266,6 @@ class ImageService:
         urls = await self._store(result, origin) if call.response_format == "url" else None
         body = orjson.dumps(image_payload(result, urls=urls, echo=_echo(request, result)))
         headers = result_headers(result)
-        if self.backend.served_model(request.model) not in (None, result.model):
-            headers["x-imagegate-degraded"] = "true"
         return Response(
             body, media_type="application/json", headers=headers, background=BackgroundTask(record)
         )

@@ -45,7 +45,7 @@ from imagegate.pipeline.build import PipelineDeps, build_pipeline
 from imagegate.pipeline.context import RequestContext
 from imagegate.policy.fallback import parse_mode
 from imagegate.policy.pricing import estimate
-from imagegate.routing import Scheduler
+from imagegate.routing import DeploymentView, Scheduler
 from imagegate.types import Cost, EditRequest, ImageRequest, ImageResult, InputImage, PartialImage
 from imagegate.upstream.auth import CredentialFactory, auth_for, default_credential
 from imagegate.upstream.client import ProbeResult, UpstreamClient
@@ -371,6 +371,13 @@ class AsyncImageGate:
         """What a request would cost, before spending (marked ``estimated``)."""
         return estimate(self.spec_for(model), size=size, quality=quality, n=n, prompt=prompt)
 
+    async def status(self) -> tuple[DeploymentView, ...]:
+        """What routing knows about every deployment now, without sending anything: breaker
+        state (and until when it stays open), quota headroom (effective vs configured RPM, our
+        grants in the current window, the last ``x-ratelimit-remaining-requests``), requests in
+        flight and the learnt latency per quality. ``imagegate doctor`` prints it."""
+        return await self.scheduler.snapshot()
+
     async def doctor(self) -> list[ProbeResult]:
         """Probe every deployment without generating (see ``UpstreamClient.probe``)."""
         results: list[ProbeResult] = []
@@ -448,6 +455,10 @@ class ImageGate(AbstractContextManager["ImageGate"]):
 
     def doctor(self) -> list[ProbeResult]:
         return self._call(self._gate.doctor)
+
+    def status(self) -> tuple[DeploymentView, ...]:
+        """Same as ``AsyncImageGate.status``."""
+        return self._call(self._gate.status)
 
     def close(self) -> None:
         try:

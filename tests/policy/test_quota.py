@@ -225,3 +225,38 @@ def test_invariant_grants_never_exceed_limit_in_any_window(
     span = effective_window_s(cfg, rpm)
     for t in times:
         assert sum(1 for g in times if t <= g < t + span) <= allowed
+
+
+def test_remaining_zero_that_agrees_with_our_log_does_not_block_past_the_sliding_window() -> None:
+    """Filling the window ourselves: the last grant's response says 0 left, which is what our own
+    log already knows. Capacity returns when the first grant ages out (t=1.0), not a whole window
+    after the last grant (t=1.9): blocking there wasted most of every other window (bench_goodput)."""
+    cfg = QuotaConfig(rpm=600, window_s=1)  # 10 per second
+    s = QuotaState()
+    for i in range(10):
+        g, s = try_acquire(cfg, s, i / 10)
+        assert g == Granted(used=i + 1)
+    s = on_remaining(cfg, s, 0, 0.9, 10)
+    assert s.effective_rpm is None
+    early, _ = try_acquire(cfg, s, 0.95)
+    assert isinstance(early, Wait) and early.until == pytest.approx(1.0)
+    later, _ = try_acquire(cfg, s, 1.0)
+    assert isinstance(later, Granted)
+
+
+def test_429_on_the_last_slot_of_a_full_window_cuts_one_slot_not_half() -> None:
+    """Pacing at exactly the quota, a request sent a few ms before Azure's window boundary can
+    arrive after it and be counted in the next window: a 429 on the grant that used our window's
+    last slot says "Azure's limit is at most ours", not "half of it". Cut one slot per window
+    (10 → 9 per second); a 429 while our window still had room keeps the multiplicative cut."""
+    cfg = QuotaConfig(rpm=600, window_s=1)  # 10 per second
+    edge = on_throttled(cfg, QuotaState(), 1.0, 5.0, used=10)
+    assert edge.effective_rpm == pytest.approx(540.0)
+    assert edge.blocked_until == 6.0
+    ds, _ = acquire_n(cfg, edge, 6.0, 10)
+    assert sum(isinstance(d, Granted) for d in ds) == 9
+    inside = on_throttled(cfg, QuotaState(), 1.0, 5.0, used=6)
+    assert inside.effective_rpm == 300.0
+    assert on_throttled(cfg, QuotaState(), 1.0, 5.0).effective_rpm == 300.0  # unknown: as before
+    single = QuotaConfig(rpm=6, window_s=10)  # one per window: no slot to give up but the last
+    assert on_throttled(single, QuotaState(), 10.0, 0.0, used=1).effective_rpm == 3.0

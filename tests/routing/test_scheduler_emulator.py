@@ -5,6 +5,7 @@ opens the breaker for that long."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 import httpx
@@ -111,10 +112,13 @@ async def test_correct_quota_means_no_429s_and_full_use_of_it() -> None:
     codes = [c for _, c in h.statuses]
     assert codes.count(429) == 0
     assert codes == [200] * 60
-    assert {s: served.count(s) for s in set(served)} == {"east": 40, "west": 20}
-    # 15 per 10 s window across both: 60 requests fit in four windows (starts at 0, 10, 20, 30),
-    # bounded further by 4 concurrent per deployment and the emulated latency.
-    assert elapsed < 30 + 60
+    # 15 per 10 s window across both (10 east, 5 west), bounded further by 4 concurrent per
+    # deployment and the emulated latency (~4.4 s): neither exceeds its share of the windows used,
+    # and no window is wasted waiting a full window after the last grant (that took 53 s).
+    windows = math.ceil(elapsed / 10)
+    assert served.count("east") <= 10 * windows and served.count("west") <= 5 * windows
+    assert served.count("east") > served.count("west") > 0
+    assert elapsed < 50
 
 
 async def test_misconfigured_quota_is_learnt_from_headers_without_429s() -> None:

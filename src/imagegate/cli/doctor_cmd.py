@@ -5,7 +5,8 @@ How: each deployment gets a generation request that is invalid by design (an emp
 Azure checks the key (401), then the deployment (404), then the api-version, before it reads the
 body, so a 400 proves the endpoint, credentials, deployment and api-version are right, and no image
 is ever generated, so nothing is billed. (It does count against the deployment's requests per
-minute, like any request.)
+minute, like any request.) Then the routing status table (``cli/status_table.py``): breaker,
+quota headroom and learnt latency per deployment.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from imagegate.cli.running import (
     out_console,
     run_waiting,
 )
+from imagegate.cli.status_table import status_table
+from imagegate.routing import DeploymentView
 from imagegate.upstream.client import ProbeResult
 
 
@@ -33,11 +36,11 @@ def doctor(config: Path | None = config_option) -> None:
         source = "built-in emulator" if gate.config.emulated else gate.config.source
         err_console.print(f"configuration: ok ({len(gate.config.deployments)} deployment(s) from {source})")
 
-        async def call() -> list[ProbeResult]:
+        async def call() -> tuple[list[ProbeResult], tuple[DeploymentView, ...]]:
             async with gate:
-                return await gate.doctor()
+                return await gate.doctor(), await gate.status()
 
-        results = run_waiting("probing deployments", call)
+        results, views = run_waiting("probing deployments", call)
     table = Table(title="deployments")
     for column in ("", "deployment", "model", "region", "status", "detail", "time"):
         table.add_column(column)
@@ -54,6 +57,7 @@ def doctor(config: Path | None = config_option) -> None:
             f"{r.latency_s:.2f}s",
         )
     out_console().print(table)
+    out_console().print(status_table(views))
     failed = [r for r in results if not r.ok]
     if failed:
         err_console.print(f"[red]{len(failed)} deployment(s) failed[/]")

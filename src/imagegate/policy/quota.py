@@ -20,12 +20,14 @@ The model, per deployment:
   must be called when an attempt ends.
 * **Learning (AIMD).** The configured RPM may be wrong (quota changed in the portal, shared with
   another client). A 429 halves the *effective* RPM (at most once per window, so a burst of
-  in-flight 429s counts once), down to ``min_rpm_fraction · rpm``, and blocks the deployment until
-  its ``retry-after`` (or one window when absent). ``x-ratelimit-remaining-requests: 0`` blocks until
-  Azure's window (anchored at the request's admission) has rolled, and a remaining count lower
-  than our own bookkeeping expects lowers the effective RPM to match. After ``recover_after_s``
-  without a 429, the effective RPM climbs back by ``increase_fraction · rpm`` per period, never
-  above the configured RPM.
+  in-flight 429s counts once; by one slot per window when the throttled request took our
+  window's last slot, see ``on_throttled``), down to ``min_rpm_fraction · rpm``, and blocks the
+  deployment until its ``retry-after`` (or one window when absent).
+  ``x-ratelimit-remaining-requests: 0`` while our own log still has room blocks until Azure's
+  window (anchored at the request's admission) has rolled, and a remaining count lower than our
+  own bookkeeping expects lowers the effective RPM to match. After ``recover_after_s`` without a
+  429, the effective RPM climbs back by ``increase_fraction · rpm`` per period, never above the
+  configured RPM.
 
 Hand-written rather than ``limits``' moving window because we need the learning, the honest
 "capacity at" time for retry-after, and a pure state that a Redis adapter can store as a value.
@@ -202,17 +204,29 @@ def release(s: QuotaState) -> QuotaState:
     return replace(s, in_flight=max(0, s.in_flight - 1))
 
 
-def on_throttled(cfg: QuotaConfig, s: QuotaState, retry_after_s: float | None, now: float) -> QuotaState:
-    """Azure answered 429: cut the effective RPM (once per window) and block until retry-after."""
+def on_throttled(
+    cfg: QuotaConfig, s: QuotaState, retry_after_s: float | None, now: float, *, used: int | None = None
+) -> QuotaState:
+    """Azure answered 429: cut the effective RPM (once per window) and block until retry-after.
+
+    ``used`` is the throttled request's ``Granted.used``. When it took the last slot of our
+    window, Azure's limit is at most ours, not half of it: pacing at exactly the quota, a request
+    sent just before Azure's window boundary can arrive just after it. Then the cut is one slot
+    per window (10 → 9 per second), which converges on a limit one below ours without halving
+    the deployment for minutes over a few milliseconds of skew."""
     s = _settle(cfg, s, now)
     rpm = effective_rpm(cfg, s, now)
     window = effective_window_s(cfg, rpm)
+    allowed = allowance(cfg, rpm)
     wait_s = retry_after_s if retry_after_s is not None and retry_after_s >= 0 else window
     blocked_until = max(s.blocked_until, now + wait_s)
     reason = f"429 from Azure; retry-after {wait_s:g}s"
     if now - s.last_decrease_at < window:
         return replace(s, blocked_until=blocked_until, block_reason=reason)
-    new_rpm = max(cfg.min_rpm, rpm * cfg.decrease_factor)
+    factor = cfg.decrease_factor
+    if used is not None and used >= allowed > 1:
+        factor = (allowed - 1) / allowed
+    new_rpm = max(cfg.min_rpm, rpm * factor)
     return replace(
         s,
         effective_rpm=new_rpm,
@@ -241,12 +255,18 @@ def on_remaining(
     rpm = effective_rpm(cfg, s, admitted_at)
     window = effective_window_s(cfg, rpm)
     allowed = allowance(cfg, rpm)
-    if remaining == 0:
+    if remaining == 0 and used < allowed:
+        # Azure's window is full although ours is not: wait for Azure's window to roll.
         s = replace(
             s,
             blocked_until=max(s.blocked_until, admitted_at + window),
             block_reason="x-ratelimit-remaining-requests: 0",
         )
+    elif remaining == 0 and s.effective_rpm is not None:
+        # Our window is full and so is Azure's: the sliding log already waits exactly until the
+        # oldest grant ages out (blocking a whole window from here wasted most of every other
+        # window). It is also Azure confirming the lowered rate, so do not probe upwards yet.
+        s = replace(s, last_change_at=max(s.last_change_at, admitted_at))
     believed = used + remaining
     if believed >= allowed:
         return s

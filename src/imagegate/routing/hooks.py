@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from imagegate.config import DeploymentConfig
-from imagegate.routing.scheduler import AttemptResult, Lease, Scheduler
+from imagegate.routing.scheduler import ANY_QUALITY, AttemptResult, Lease, Scheduler
 from imagegate.types import AttemptRecord
 
 __all__ = ["RoutingHooks"]
@@ -32,9 +32,24 @@ class RoutingHooks:
         remaining = list(plan[suggested:]) or list(plan)
         fresh = [d for d in remaining if d.name not in self._failed]
         names = tuple(d.name for d in (fresh or remaining))
-        lease = await self._scheduler.acquire(self._group, names, deadline=self._deadline)
+        # Waiting is useful only while the attempt can still finish by the deadline: a request
+        # admitted with less time left than the upstream takes is cut off by its read timeout
+        # after it was sent (billed, nothing delivered) and wastes a quota slot on the way.
+        latest_start = self._deadline - await self._expected_latency_s(names)
+        lease = await self._scheduler.acquire(self._group, names, deadline=latest_start)
         self._leases.setdefault(lease.deployment, []).append(lease)
         return next(d for d in plan if d.name == lease.deployment)
+
+    async def _expected_latency_s(self, names: Sequence[str]) -> float:
+        """The quickest observed mean latency among ``names`` for this quality (0 when none has
+        been observed yet: never refuse on a guess)."""
+        seen = []
+        for view in await self._scheduler.snapshot():
+            if view.name in names:
+                known = view.latency_s.get(self._quality or ANY_QUALITY) or view.latency_s.get(ANY_QUALITY)
+                if known is not None:
+                    seen.append(known)
+        return min(seen, default=0.0)
 
     async def finished(self, dep: DeploymentConfig, record: AttemptRecord) -> None:
         leases = self._leases.get(dep.name)

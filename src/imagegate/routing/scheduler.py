@@ -104,6 +104,11 @@ class DeploymentView:
     in_flight: int
     latency_s: Mapping[str, float]
     probe: str  # the last active probe's verdict and reason, or "not probed"
+    window_used: int = 0  # our grants in the current quota window
+    window_allowed: int | None = None  # requests the effective RPM allows per window
+    window_s: float | None = None  # the (effective) window judged over
+    reported_remaining: int | None = None  # the last x-ratelimit-remaining-requests
+    reported_age_s: float | None = None  # how long ago Azure reported it
 
 
 class Scheduler:
@@ -380,7 +385,7 @@ class Scheduler:
             bs = breaker.record(self._breaker, st.breaker, outcome, now)
             if qcfg is not None:
                 if result.status == 429:
-                    qs = quota.on_throttled(qcfg, qs, result.retry_after_s, now)
+                    qs = quota.on_throttled(qcfg, qs, result.retry_after_s, now, used=lease.window_used)
                 if result.remaining_requests is not None:
                     qs = quota.on_remaining(
                         qcfg, qs, result.remaining_requests, lease.started_at, lease.window_used
@@ -395,7 +400,12 @@ class Scheduler:
                     )
                 lat = MappingProxyType(lat)
             hs = health_policy.observe_traffic(st.health, now) if result.status is not None else st.health
-            return None, DeploymentState(breaker=bs, quota=qs, latency=lat, health=hs)
+            reported = st.reported_remaining
+            if result.remaining_requests is not None and result.remaining_requests >= 0:
+                reported = (result.remaining_requests, now)
+            return None, DeploymentState(
+                breaker=bs, quota=qs, latency=lat, health=hs, reported_remaining=reported
+            )
 
         await self._store.update(lease.deployment, step)
         self._wake_heads()
@@ -460,13 +470,15 @@ class Scheduler:
             st = await self._store.read(name)
             qcfg = self._quota.get(name)
             decision = breaker.allows(self._breaker, st.breaker, now)
+            rpm = quota.effective_rpm(qcfg, st.quota, now) if qcfg else None
+            reported = st.reported_remaining
             views.append(
                 DeploymentView(
                     name=name,
                     breaker=breaker.status_at(self._breaker, st.breaker, now),
                     breaker_reason=st.breaker.reason,
                     breaker_until=decision.until if isinstance(decision, breaker.Deny) else None,
-                    effective_rpm=quota.effective_rpm(qcfg, st.quota, now) if qcfg else None,
+                    effective_rpm=rpm,
                     configured_rpm=qcfg.rpm if qcfg else None,
                     headroom=quota.headroom(qcfg, st.quota, now) if qcfg else 1.0,
                     in_flight=st.quota.in_flight,
@@ -476,6 +488,11 @@ class Scheduler:
                         if st.health.last_result is not None
                         else "not probed"
                     ),
+                    window_used=len(quota.grants_in_window(qcfg, st.quota, now)) if qcfg else 0,
+                    window_allowed=quota.allowance(qcfg, rpm) if qcfg and rpm else None,
+                    window_s=quota.effective_window_s(qcfg, rpm) if qcfg and rpm else None,
+                    reported_remaining=reported[0] if reported else None,
+                    reported_age_s=now - reported[1] if reported else None,
                 )
             )
         return tuple(views)

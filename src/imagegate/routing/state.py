@@ -32,6 +32,8 @@ class DeploymentState:
     quota: QuotaState = field(default_factory=QuotaState)
     latency: Mapping[str, LatencyEstimate] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthState = field(default_factory=HealthState)
+    # the last x-ratelimit-remaining-requests Azure reported, and when (for status displays)
+    reported_remaining: tuple[int, float] | None = None
 
 
 class StateStore(Protocol):

@@ -117,3 +117,18 @@ async def test_configured_quota_too_high(tmp_path: Path) -> None:
     assert len(limited) <= 4
     await c.assert_every_billed_image_accounted(run)
     await c.http.aclose()
+
+
+async def test_capacity_storm_with_a_deadline_falls_back_in_time(tmp_path: Path) -> None:
+    # both gpt-image-1 regions answer 429 "retry after 60 s": waiting would miss the 30 s deadline,
+    # so requests move to gpt-image-1-mini and still finish before their deadline
+    c = await chaos(tmp_path)
+    for name in ("g1-east", "g1-swc"):
+        await c.faults(name, {"kind": "status", "status": 429, "retry_after_s": 60})
+    async with c.gate:
+        run = await c.drive(15, every_s=2.0, deadline_s=30)
+    assert not run.errors and len(run.results) == 15
+    assert {r.deployment for r in run.results} == {"mini"}
+    assert all(1 < r.latency_s <= 30 for r in run.results)  # virtual seconds: a mini image takes ~4
+    await c.assert_every_billed_image_accounted(run)
+    await c.http.aclose()

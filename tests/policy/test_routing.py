@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagegate.policy.routing import STRATEGIES, Candidate, RoutePolicy, Signals, Strategy, plan
+from imagegate.policy.routing import (
+    STRATEGIES,
+    Candidate,
+    RoutePolicy,
+    Signals,
+    Strategy,
+    plan,
+    retry_after_from,
+)
 
 A = Candidate(name="a", region="swedencentral", priority=0, weight=1, cost_per_image=0.04)
 B = Candidate(name="b", region="eastus2", priority=1, weight=3, cost_per_image=0.02)
@@ -152,3 +160,11 @@ def test_invariant_partition_and_filters(
     # spill-over: nothing with headroom comes after something saturated
     full = [sigs.get(n, Signals()).headroom <= 0 for n in ranked]
     assert full == sorted(full)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(30.0, 30.0), (1e-12, 0.001), (-5.0, 0.001), (0.0104, 0.011), (2.0000000001, 2.0)],
+)
+def test_retry_after_is_whole_milliseconds_and_never_zero(seconds: float, expected: float) -> None:
+    assert retry_after_from(seconds) == expected

@@ -39,6 +39,7 @@ __all__ = [
     "Signals",
     "Strategy",
     "plan",
+    "retry_after_from",
 ]
 
 Strategy = Literal["priority", "weighted", "least_latency", "lowest_cost", "most_headroom"]
@@ -105,9 +106,15 @@ class Plan:
         return tuple(c.name for c in self.ranked)
 
     def retry_after_s(self, now: float) -> float | None:
-        """When an empty plan might change: the earliest breaker re-opening among exclusions."""
+        """When an empty plan might change: the earliest breaker re-opening among exclusions,
+        rounded up to whole milliseconds (at least 1 ms), so a caller never busy-loops on dust."""
         times = [e.until for e in self.excluded if e.until is not None]
-        return max(0.0, min(times) - now) if times else None
+        return retry_after_from(min(times) - now) if times else None
+
+
+def retry_after_from(seconds: float) -> float:
+    """A retry-after for a caller: whole milliseconds, rounded up, at least 1 ms."""
+    return max(0.001, math.ceil(seconds * 1000 - 1e-6) / 1000)
 
 
 def _exclusion(policy: RoutePolicy, c: Candidate, sig: Signals) -> Exclusion | None:

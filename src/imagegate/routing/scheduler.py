@@ -254,7 +254,7 @@ class Scheduler:
             reasons = "; ".join(f"{b.deployment}: {b.reason}" for b in blocked)
             raise NoDeploymentAvailable(
                 f"every deployment for {group!r} is unavailable ({reasons})",
-                retry_after_s=max(0.0, min(times) - now) if times else None,
+                retry_after_s=routing.retry_after_from(min(times) - now) if times else None,
             )
         waitable = [b for b in blocked if not b.health]
         expected = [
@@ -265,7 +265,7 @@ class Scheduler:
         decision = waitqueue.decide(self._queue, wid, now, capacity_at, interval)
         if isinstance(decision, waitqueue.Reject) or now >= deadline:
             retry_after = decision.retry_after_s if isinstance(decision, waitqueue.Reject) else 0.0
-            retry_after = max(retry_after, capacity_at - now, 0.001)
+            retry_after = routing.retry_after_from(max(retry_after, capacity_at - now))
             raise RateLimited(
                 f"no capacity for {group!r} before the request's deadline; "
                 f"expected in {retry_after:.1f}s ({'; '.join(b.reason for b in blocked) or 'queued'})",
@@ -460,6 +460,10 @@ class Scheduler:
         await self._store.update(lease.deployment, step)
         self._wake_heads()
         return result
+
+    def queued(self) -> int:
+        """Requests waiting for capacity right now (all groups)."""
+        return len(self._queue.waiters)
 
     # -- inspection -------------------------------------------------------------------------
 

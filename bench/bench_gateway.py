@@ -112,19 +112,17 @@ def start(tmp: Path) -> Procs:
             """
         )
     )
+    # The emulator under uvicorn with a long keep-alive: with uvicorn's 5 s default, a pooled
+    # connection idle between rounds can be closed just as the gateway reuses it.
+    serve_emulator = (
+        "import sys, uvicorn\n"
+        "from imagegate.emulator import create_emulator_app, load_emulator_config\n"
+        "app = create_emulator_app(load_emulator_config(sys.argv[1]), time_scale=0.0)\n"
+        "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), log_level='warning',\n"
+        "            timeout_keep_alive=300)\n"
+    )
     emulator = subprocess.Popen(
-        [
-            py,
-            "-m",
-            "imagegate",
-            "emulator",
-            "--config",
-            str(emu_cfg),
-            "--port",
-            str(emu_port),
-            "--time-scale",
-            "0",
-        ],
+        [py, "-c", serve_emulator, str(emu_cfg), str(emu_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -10,7 +10,8 @@ from decimal import Decimal
 import anyio
 
 from imagegate.errors import ImageGateError, RateLimited
-from imagegate.server.backend import StreamItem
+from imagegate.server.backend import NO_OPTIONS, StreamItem
+from imagegate.server.options import RequestOptions
 from imagegate.types import (
     AttemptRecord,
     Cost,
@@ -38,6 +39,7 @@ class FakeBackend:
     gate: anyio.Event | None = None  # when set, calls wait for it (to test concurrency)
     calls: list[ImageRequest] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
+    options: list[RequestOptions] = field(default_factory=list)
 
     def _result(self, request: ImageRequest) -> ImageResult:
         images = tuple(GeneratedImage.from_b64(PNG_B64) for _ in range(request.n))
@@ -55,24 +57,31 @@ class FakeBackend:
             ),
         )
 
-    async def _enter(self, request: ImageRequest, request_id: str) -> None:
+    async def _enter(self, request: ImageRequest, request_id: str, options: RequestOptions) -> None:
         self.calls.append(request)
+        self.options.append(options)
         self.request_ids.append(request_id)
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
 
-    async def generate(self, request: ImageRequest, *, request_id: str) -> ImageResult:
-        await self._enter(request, request_id)
+    async def generate(
+        self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> ImageResult:
+        await self._enter(request, request_id, options)
         return self._result(request)
 
-    async def edit(self, request: EditRequest, *, request_id: str) -> ImageResult:
-        await self._enter(request, request_id)
+    async def edit(
+        self, request: EditRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> ImageResult:
+        await self._enter(request, request_id, options)
         return self._result(request)
 
-    async def stream(self, request: ImageRequest, *, request_id: str) -> AsyncIterator[StreamItem]:
-        await self._enter(request, request_id)
+    async def stream(
+        self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> AsyncIterator[StreamItem]:
+        await self._enter(request, request_id, options)
         for index in range(request.partial_images or 0):
             yield PartialImage(index=index, image=GeneratedImage.from_b64(PNG_B64))
         yield self._result(request)

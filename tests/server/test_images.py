@@ -246,3 +246,29 @@ async def test_translated_fallback_and_degraded_headers(backend: FakeBackend, tm
     assert r.headers["x-imagegate-degraded"] == "true"
     assert r.headers["x-imagegate-fallback-from"] == "gpt-image-1"
     assert r.headers["x-imagegate-model"] == "gpt-image-1-mini"
+
+
+async def test_per_request_option_headers_reach_the_backend(
+    gw: httpx.AsyncClient, backend: FakeBackend
+) -> None:
+    headers = {
+        "x-imagegate-translate": "true",
+        "x-imagegate-fallback": "cheap-chain",
+        "x-imagegate-deadline-s": "30",
+        "x-imagegate-degrade": "yes",
+    }
+    r = await gw.post("/v1/images/generations", json={"prompt": "x"}, headers=headers)
+    assert r.status_code == 200
+    assert backend.options[-1].kwargs() == {
+        "translate": True,
+        "fallback": "cheap-chain",
+        "deadline_s": 30.0,
+        "degrade": True,
+    }
+    for name, bad in (
+        ("x-imagegate-deadline-s", "soon"),
+        ("x-imagegate-deadline-s", "-1"),
+        ("x-imagegate-degrade", "maybe"),
+    ):
+        r = await gw.post("/v1/images/generations", json={"prompt": "x"}, headers={name: bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == name

@@ -12,20 +12,27 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Protocol
 
+from imagegate.server.options import NO_OPTIONS, RequestOptions
 from imagegate.types import EditRequest, ImageRequest, ImageResult, PartialImage
 
-__all__ = ["ImageBackend", "StreamItem"]
+__all__ = ["NO_OPTIONS", "ImageBackend", "StreamItem"]
 
 StreamItem = PartialImage | ImageResult
 """A stream yields partial images, then exactly one ``ImageResult`` (the final images)."""
 
 
 class ImageBackend(Protocol):
-    async def generate(self, request: ImageRequest, *, request_id: str) -> ImageResult: ...
+    async def generate(
+        self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> ImageResult: ...
 
-    async def edit(self, request: EditRequest, *, request_id: str) -> ImageResult: ...
+    async def edit(
+        self, request: EditRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> ImageResult: ...
 
-    def stream(self, request: ImageRequest, *, request_id: str) -> AsyncIterator[StreamItem]: ...
+    def stream(
+        self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> AsyncIterator[StreamItem]: ...
 
     def estimate_usd(self, request: ImageRequest) -> Decimal:
         """An upper estimate of what the request may cost, to reserve against budgets."""

@@ -15,7 +15,8 @@ from typing import Any
 
 from imagegate.api import AsyncImageGate
 from imagegate.errors import ImageGateError
-from imagegate.server.backend import StreamItem
+from imagegate.server.backend import NO_OPTIONS, StreamItem
+from imagegate.server.options import RequestOptions
 from imagegate.types import EditRequest, ImageRequest, ImageResult
 
 __all__ = ["LibraryBackend"]
@@ -42,23 +43,30 @@ class LibraryBackend:
     def __init__(self, gate: AsyncImageGate) -> None:
         self.gate = gate
 
-    async def generate(self, request: ImageRequest, *, request_id: str) -> ImageResult:
+    async def generate(
+        self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> ImageResult:
         if isinstance(request, EditRequest):
-            return await self.edit(request, request_id=request_id)
+            return await self.edit(request, request_id=request_id, options=options)
         params = _given(request, (*_GENERATE, *_GENERATE_MORE))
-        return await self.gate.generate(request.prompt, model=request.model, **params)
+        return await self.gate.generate(request.prompt, model=request.model, **params, **options.kwargs())
 
-    async def edit(self, request: EditRequest, *, request_id: str) -> ImageResult:
+    async def edit(
+        self, request: EditRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> ImageResult:
         return await self.gate.edit(
             [image.data for image in request.images],
             request.prompt,
             mask=request.mask.data if request.mask is not None else None,
             model=request.model,
             **_given(request, _EDIT),
+            **options.kwargs(),
         )
 
-    async def stream(self, request: ImageRequest, *, request_id: str) -> AsyncIterator[StreamItem]:
-        params: dict[str, Any] = {"model": request.model}
+    async def stream(
+        self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
+    ) -> AsyncIterator[StreamItem]:
+        params: dict[str, Any] = {"model": request.model, **options.kwargs()}
         if isinstance(request, EditRequest):
             params.update(_given(request, _EDIT))
             params["images"] = [image.data for image in request.images]

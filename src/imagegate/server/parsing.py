@@ -26,6 +26,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from imagegate.errors import InvalidRequest, PayloadTooLarge
+from imagegate.server.options import NO_OPTIONS, RequestOptions
 from imagegate.server.settings import ServerLimits
 from imagegate.types import EditRequest, ImageRequest, InputImage
 
@@ -54,6 +55,7 @@ class ParsedCall:
     request: ImageRequest
     stream: bool
     response_format: str | None  # what the *client* wants back: "url" | "b64_json" | None
+    options: RequestOptions = NO_OPTIONS  # per-request overrides, from headers
 
 
 def _allowed(fields: frozenset[str]) -> str:

@@ -41,6 +41,7 @@ from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
 from imagegate.server.governance import Caller, Governance, credential_from
 from imagegate.server.metrics import GatewayMetrics
+from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
 from imagegate.server.responses import image_payload, result_headers, usage_payload
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
@@ -102,6 +103,7 @@ class ImageService:
         origin: str,
         state: dict[str, Any],
     ) -> Response:
+        call = replace(call, options=options_from_headers(headers))
         request = call.request
         scope = RequestScope(
             logical_model=request.model or self.default_model, n=request.n, quality=request.quality
@@ -178,10 +180,11 @@ class ImageService:
 
     # ------------------------------------------------------------------ one run
 
-    async def _call_backend(self, request: ImageRequest, request_id: str) -> ImageResult:
+    async def _call_backend(self, call: ParsedCall, request_id: str) -> ImageResult:
+        request = call.request
         if isinstance(request, EditRequest):
-            return await self.backend.edit(request, request_id=request_id)
-        return await self.backend.generate(request, request_id=request_id)
+            return await self.backend.edit(request, request_id=request_id, options=call.options)
+        return await self.backend.generate(request, request_id=request_id, options=call.options)
 
     async def _guarded(
         self, caller: Caller, request: ImageRequest
@@ -258,7 +261,7 @@ class ImageService:
         request = call.request
         hold, started, estimate = await self._guarded(caller, request)
         try:
-            result = await self._call_backend(request, request_id)
+            result = await self._call_backend(call, request_id)
         except BaseException as exc:
             await self._failed(exc, caller, request, request_id, hold, started, estimate, idem_key)
             raise
@@ -286,7 +289,7 @@ class ImageService:
     async def _stream(self, call: ParsedCall, caller: Caller, request_id: str) -> Response:
         request = call.request
         hold, started, estimate = await self._guarded(caller, request)
-        items = self.backend.stream(request, request_id=request_id)
+        items = self.backend.stream(request, request_id=request_id, options=call.options)
         try:
             first = await anext(items)  # failures before the first event keep their HTTP status
         except BaseException as exc:
@@ -344,7 +347,7 @@ def _fingerprint(call: ParsedCall) -> str:
     request = call.request
     digest = hashlib.sha256()
     digest.update(orjson.dumps([request.operation, request.model, request.prompt, request.params()]))
-    digest.update(orjson.dumps([call.stream, call.response_format]))
+    digest.update(orjson.dumps([call.stream, call.response_format, repr(call.options)]))
     if isinstance(request, EditRequest):
         for image in (*request.images, *((request.mask,) if request.mask else ())):
             digest.update(hashlib.sha256(image.data).digest())

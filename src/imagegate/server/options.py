@@ -1,0 +1,83 @@
+"""Per-request overrides, as a short explicit list of headers (never a bag of kwargs).
+
+==============================  =====================================================
+header                          meaning (as the library's keyword of the same name)
+==============================  =====================================================
+``x-imagegate-translate``       ``true``/``false``: map parameters meant for another model
+``x-imagegate-fallback``        a fallback chain name from the configuration
+``x-imagegate-deadline-s``      seconds the whole request may take
+``x-imagegate-degrade``         ``true``: lower the quality if that is what meets the deadline
+==============================  =====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imagegate.errors import InvalidRequest
+
+__all__ = ["NO_OPTIONS", "RequestOptions", "options_from_headers"]
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    translate: bool | None = None
+    fallback: str | None = None
+    deadline_s: float | None = None
+    degrade: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AsyncImageGate.generate``/``edit``/``stream``."""
+        out: dict[str, Any] = {}
+        if self.translate is not None:
+            out["translate"] = self.translate
+        if self.fallback is not None:
+            out["fallback"] = self.fallback
+        if self.deadline_s is not None:
+            out["deadline_s"] = self.deadline_s
+        if self.degrade:
+            out["degrade"] = True
+        return out
+
+
+NO_OPTIONS = RequestOptions()
+
+
+def _flag(headers: Mapping[str, str], name: str) -> bool | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidRequest.for_field(name, raw, "true or false")
+
+
+def options_from_headers(headers: Mapping[str, str]) -> RequestOptions:
+    deadline_s = None
+    raw_deadline = headers.get("x-imagegate-deadline-s")
+    if raw_deadline is not None:
+        try:
+            deadline_s = float(raw_deadline)
+        except ValueError:
+            deadline_s = math.nan
+        if not math.isfinite(deadline_s) or not 0 < deadline_s <= 3600:
+            raise InvalidRequest.for_field(
+                "x-imagegate-deadline-s", raw_deadline, "a number of seconds in (0, 3600]"
+            )
+    fallback = headers.get("x-imagegate-fallback")
+    if fallback is not None and not (0 < len(fallback) <= 200):
+        raise InvalidRequest.for_field("x-imagegate-fallback", fallback, "a fallback chain name")
+    return RequestOptions(
+        translate=_flag(headers, "x-imagegate-translate"),
+        fallback=fallback,
+        deadline_s=deadline_s,
+        degrade=bool(_flag(headers, "x-imagegate-degrade")),
+    )

@@ -272,3 +272,24 @@ async def test_per_request_option_headers_reach_the_backend(
     ):
         r = await gw.post("/v1/images/generations", json={"prompt": "x"}, headers={name: bad})
         assert r.status_code == 400 and r.json()["error"]["param"] == name
+
+
+async def test_sliced_response_sends_zero_copy_slices_with_content_length() -> None:
+    from imagegate.server.responses import SLICE_BYTES, SlicedResponse
+
+    body = bytes(range(256)) * (SLICE_BYTES * 2 // 256 + 7)
+    messages: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        messages.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    await SlicedResponse(body, media_type="application/json")({"type": "http"}, receive, send)  # type: ignore[arg-type]
+    start, *chunks = messages
+    headers = dict(start["headers"])  # type: ignore[call-overload]
+    assert headers[b"content-length"] == str(len(body)).encode()
+    assert len(chunks) == 4 and chunks[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert all(isinstance(c["body"], memoryview) for c in chunks[:-1])
+    assert b"".join(bytes(c["body"]) for c in chunks) == body  # type: ignore[arg-type]

@@ -12,9 +12,35 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
 from imagegate.types import GeneratedImage, ImageResult, Usage
 
-__all__ = ["image_payload", "result_headers", "usage_payload"]
+__all__ = ["SlicedResponse", "image_payload", "result_headers", "usage_payload"]
+
+SLICE_BYTES = 256 * 1024
+
+
+class SlicedResponse(Response):
+    """A pre-encoded body sent as zero-copy slices of 256 KB.
+
+    One ``send`` of a 2 MB body makes the server copy whatever the socket does not take at once
+    into its write buffer (a second copy of the image per slow client). Slices let the server
+    apply flow control between them (uvicorn waits for the buffer to drain), so a response holds
+    about one copy of its body however slow the client is. ``content-length`` is still set.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        view = memoryview(self.body)
+        for start in range(0, len(view), SLICE_BYTES):
+            await send(
+                {"type": "http.response.body", "body": view[start : start + SLICE_BYTES], "more_body": True}
+            )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
 
 
 def usage_payload(usage: Usage) -> dict[str, Any]:

@@ -376,9 +376,10 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
             gc = results[("gateway", level)].cpu_per_request_s
             nc = results[("nginx", level)].cpu_per_request_s
             ratio = f"{g / n:.2f}x" if n > 0.0005 else "n/a (nginx adds < 0.5 ms)"
+            cpu_ratio = f"{gc / nc:.1f}x" if nc > 0 else "n/a (nginx CPU below the clock's resolution)"
             print(
                 f"  {level:2d} concurrent: added p50 gateway {g * 1000:.2f} ms vs nginx {n * 1000:.2f} ms "
-                f"({ratio}); CPU/request {gc * 1000:.2f} ms vs {nc * 1000:.2f} ms ({gc / nc:.1f}x)"
+                f"({ratio}); CPU/request {gc * 1000:.2f} ms vs {nc * 1000:.2f} ms ({cpu_ratio})"
             )
     g16 = (
         statistics.median(results[("gateway", 16)].latencies_s)

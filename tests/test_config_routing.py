@@ -95,3 +95,29 @@ async def test_region_allow_list_applies_in_plans(tmp_path: Path) -> None:
     plan = await Scheduler.from_config(cfg).plan("default", cfg.deployments_for("default"))
     assert plan.names == ("eu1",)
     assert [(e.name, e.code) for e in plan.excluded] == [("us1", "region")]
+
+
+def test_breaker_settings(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path, DEPLOYMENTS + "breaker: {cooldown_s: 2, consecutive_failures: 0, cooldown_on_429: true}\n"
+    )
+    assert cfg.breaker.cooldown_s == 2 and cfg.breaker.consecutive_failures == 0
+    b = Scheduler.from_config(cfg)._breaker
+    assert (b.cooldown_s, b.consecutive_failures, b.cooldown_on_429, b.min_requests) == (2, 0, True, 4)
+
+
+def test_breaker_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_text(
+            tmp_path,
+            DEPLOYMENTS
+            + "breaker: {failure_rate: 2, consecutive_failures: -1, cooldown_on_429: 1, colour: red}\n",
+        )
+    text = "\n".join(info.value.problems)
+    for needle in (
+        "breaker.failure_rate",
+        "breaker.consecutive_failures",
+        "breaker.cooldown_on_429",
+        "colour",
+    ):
+        assert needle in text

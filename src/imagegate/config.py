@@ -13,6 +13,7 @@ object                 what it configures
 ``RetryConfig``        the attempt loop: attempts, backoff, retry-after cap, deadline
 ``PriceOverride``      a deployment's negotiated prices instead of the catalog's list prices
 ``GroupRouting``       how a logical model group routes: strategy, region allow-list, fallbacks
+``BreakerSettings``    the per-deployment circuit breaker's tuning (``policy.breaker``)
 =====================  ==========================================================================
 
 Durations carry their unit in the name (``connect_s``). Secrets are ``Secret`` values whose repr
@@ -35,6 +36,7 @@ __all__ = [
     "ENTRA_SCOPE",
     "ApiKeyAuth",
     "Auth",
+    "BreakerSettings",
     "DeploymentConfig",
     "EntraAuth",
     "GroupRouting",
@@ -184,6 +186,19 @@ DEFAULT_RETRY: Final = RetryConfig()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerSettings:
+    """``breaker:`` in the file; see ``policy.breaker.BreakerConfig`` for what each does."""
+
+    window_s: float = 30.0
+    min_requests: int = 4
+    failure_rate: float = 0.5
+    consecutive_failures: int = 3
+    cooldown_s: float = 5.0
+    max_cooldown_s: float = 300.0
+    cooldown_on_429: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GroupRouting:
     """Routing for one logical model (``routing.<group>`` in the file).
 
@@ -212,6 +227,7 @@ class ImageGateConfig:
     default_model: str = DEFAULT_GROUP
     retry: RetryConfig = DEFAULT_RETRY
     routing: Mapping[str, GroupRouting] = field(default_factory=lambda: MappingProxyType({}))
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     translate: bool = False
     emulated: bool = False
     emulator_time_scale: float = 0.25

@@ -37,6 +37,7 @@ from imagegate.config import (
     ROUTING_STRATEGIES,
     ApiKeyAuth,
     Auth,
+    BreakerSettings,
     DeploymentConfig,
     EntraAuth,
     GroupRouting,
@@ -50,7 +51,7 @@ from imagegate.errors import ConfigError
 
 __all__ = ["load"]
 
-_TOP_KEYS = {"deployments", "models", "default_model", "retry", "translate", "routing"}
+_TOP_KEYS = {"deployments", "models", "default_model", "retry", "translate", "routing", "breaker"}
 _DEPLOYMENT_KEYS = {
     "name", "kind", "endpoint", "model", "deployment", "region", "auth", "api_key", "api_key_env",
     "api_version", "route", "rpm", "concurrency", "priority", "weight", "price_override", "tags",
@@ -310,6 +311,39 @@ def _routing(
     return MappingProxyType(out)
 
 
+def _breaker(raw: Any, p: _Problems) -> BreakerSettings:
+    """``breaker: {window_s, min_requests, failure_rate, consecutive_failures, cooldown_s, ...}``."""
+    if raw is None:
+        return BreakerSettings()
+    if not isinstance(raw, Mapping):
+        p.add("breaker", "must be a mapping")
+        return BreakerSettings()
+    numbers = {"window_s", "failure_rate", "cooldown_s", "max_cooldown_s"}
+    integers = {"min_requests"}
+    p.unknown_keys(raw, numbers | integers | {"consecutive_failures", "cooldown_on_429"}, "breaker")
+    values: dict[str, Any] = {}
+    for key in numbers | integers:
+        value = p.number(raw, key, "breaker", integer=key in integers)
+        if value is not None:
+            values[key] = value
+    streak = raw.get("consecutive_failures")
+    if streak is not None:
+        if isinstance(streak, int) and not isinstance(streak, bool) and streak >= 0:
+            values["consecutive_failures"] = streak
+        else:
+            p.add("breaker.consecutive_failures", f"{streak!r} is not an integer ≥ 0 (0 turns it off)")
+    if "cooldown_on_429" in raw:
+        if isinstance(raw["cooldown_on_429"], bool):
+            values["cooldown_on_429"] = raw["cooldown_on_429"]
+        else:
+            p.add("breaker.cooldown_on_429", "must be true or false")
+    if values.get("failure_rate", 0.5) > 1:
+        p.add("breaker.failure_rate", f"{values['failure_rate']!r} is not in (0, 1]")
+    if values.get("max_cooldown_s", 300.0) < values.get("cooldown_s", 5.0):
+        p.add("breaker.max_cooldown_s", "must be ≥ cooldown_s")
+    return BreakerSettings(**values)
+
+
 def _read_file(path: Path) -> Mapping[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -429,6 +463,7 @@ def load(
     retry = _retry(raw.get("retry"), p)
     servable = {d.name for d in deployments} | {d.model for d in deployments}
     routing = _routing(raw.get("routing"), groups, servable, p)
+    breaker = _breaker(raw.get("breaker"), p)
     time_scale = _time_scale(environ.get("IMAGEGATE_EMULATOR_TIME_SCALE"), p)
     if p.items:
         raise ConfigError(p.items, source=source)
@@ -445,6 +480,7 @@ def load(
         default_model=str(default_model),
         retry=retry,
         routing=routing,
+        breaker=breaker,
         translate=translate,
         emulated=emulated,
         source=source,

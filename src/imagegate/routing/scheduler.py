@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, cast
 
-from imagegate.config import DeploymentConfig, GroupRouting, ImageGateConfig
+from imagegate.config import BreakerSettings, DeploymentConfig, GroupRouting, ImageGateConfig
 from imagegate.errors import NoDeploymentAvailable, RateLimited
 from imagegate.policy import breaker, latency, quota, routing, waitqueue
 from imagegate.policy import health as health_policy
@@ -43,6 +43,7 @@ __all__ = [
     "DeploymentView",
     "Lease",
     "Scheduler",
+    "breaker_config",
     "fallback_chain",
     "quota_config",
     "route_policy",
@@ -145,6 +146,7 @@ class Scheduler:
     def from_config(cls, cfg: ImageGateConfig, **kwargs: Any) -> Scheduler:
         """A scheduler for every deployment in ``cfg``, with each group's routing policy."""
         policies = {group: route_policy(g) for group, g in cfg.routing.items()}
+        kwargs.setdefault("breaker_config", breaker_config(cfg.breaker))
         return cls(cfg.deployments, policies=policies, **kwargs)
 
     # -- planning -------------------------------------------------------------------------
@@ -512,6 +514,19 @@ def quota_config(d: DeploymentConfig) -> quota.QuotaConfig | None:
     if math.isinf(rpm):
         rpm = 1e9
     return quota.QuotaConfig(rpm=rpm, window_s=window, max_concurrent=d.concurrency)
+
+
+def breaker_config(b: BreakerSettings) -> breaker.BreakerConfig:
+    """The pure breaker configuration for the file's ``breaker:`` settings."""
+    return breaker.BreakerConfig(
+        window_s=b.window_s,
+        min_requests=b.min_requests,
+        failure_rate=b.failure_rate,
+        consecutive_failures=b.consecutive_failures,
+        cooldown_s=b.cooldown_s,
+        max_cooldown_s=b.max_cooldown_s,
+        cooldown_on_429=b.cooldown_on_429,
+    )
 
 
 def route_policy(g: GroupRouting) -> routing.RoutePolicy:

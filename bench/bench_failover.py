@@ -11,6 +11,9 @@ once as ``refuse`` (connection dropped without a response) and once as ``503``.
   every attempt's start time and deployment; ``status()`` is polled every 20 ms to see when the
   dead deployment's breaker leaves ``closed``. Detection = that moment minus the outage start;
   failed attempts before it, and the half-open probes after it, are counted from the log.
+* ``imagegate (retry_sent_timeouts: true)``, ``refuse`` only: ``refuse`` drops the connection
+  after the request was sent, which imagegate treats as "may have been billed" and by default
+  does not resend (so the few requests caught before detection fail); this opt-in resends them.
 * ``openai SDK``: ``AsyncAzureOpenAI`` (default retries), deployments round-robin per request; it
   has no notion of a dead deployment, so it never "detects": its attempts to the dead deployment
   are counted over the whole outage (emulator counters).
@@ -85,11 +88,13 @@ async def outage_after(emu: EmulatorProcess, admin: httpx.AsyncClient, mode: str
     return time.monotonic()
 
 
-async def run_imagegate(emu: EmulatorProcess, admin: httpx.AsyncClient, mode: str) -> Result:
+async def run_imagegate(
+    emu: EmulatorProcess, admin: httpx.AsyncClient, mode: str, *, resend: bool = False
+) -> Result:
     log: list[tuple[float, str]] = []
-    cfg = gateway_config(emu.base_url, DEPS, deadline_s=10.0)
+    cfg = gateway_config(emu.base_url, DEPS, deadline_s=10.0, retry_sent_timeouts=resend)
     http = httpx.AsyncClient(transport=LoggingTransport(log, limits=httpx.Limits(max_connections=100)))
-    res = Result(f"imagegate, outage {mode}")
+    res = Result(f"imagegate{' (retry_sent_timeouts: true)' if resend else ''}, outage {mode}")
     t0 = time.monotonic()
     opened_at: list[float] = []
 
@@ -189,7 +194,12 @@ async def main() -> None:
                     await emu.reset(admin)
                     await asyncio.sleep(1.1)
                     results.append(await runner(emu, admin, mode))
-    for r in results:
+            # A dropped connection after the request was sent may have been billed, so imagegate
+            # does not resend it by default; the opt-in shows what resending buys.
+            await emu.reset(admin)
+            await asyncio.sleep(1.1)
+            resent = await run_imagegate(emu, admin, "refuse", resend=True)
+    for r in [*results, resent]:
         show(r)
     print("\n== ratios (imagegate / SDK), client-visible failures and attempts to the dead deployment")
     for i in range(0, len(results), 2):

@@ -123,7 +123,14 @@ class EmulatorProcess:
         return {d["name"]: dict(d["counters"]["requests"]["by_status"]) for d in body["deployments"]}
 
 
-def gateway_config(endpoint: str, deps: Sequence[Dep], *, deadline_s: float, rpm_factor: float = 1.0) -> Any:
+def gateway_config(
+    endpoint: str,
+    deps: Sequence[Dep],
+    *,
+    deadline_s: float,
+    rpm_factor: float = 1.0,
+    retry_sent_timeouts: bool = False,
+) -> Any:
     """An ``ImageGateConfig`` for the same deployments (quotas as configured in Azure, times
     ``rpm_factor`` to model a wrongly configured quota)."""
     from imagegate.config_load import load
@@ -144,7 +151,7 @@ def gateway_config(endpoint: str, deps: Sequence[Dep], *, deadline_s: float, rpm
             for d in deps
         ],
         "models": {"default": [d.name for d in deps]},
-        "retry": {"deadline_s": deadline_s},
+        "retry": {"deadline_s": deadline_s, "retry_sent_timeouts": retry_sent_timeouts},
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "imagegate.yaml"

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -110,6 +110,7 @@ class DeploymentView:
     window_s: float | None = None  # the (effective) window judged over
     reported_remaining: int | None = None  # the last x-ratelimit-remaining-requests
     reported_age_s: float | None = None  # how long ago Azure reported it
+    latency_p95_s: Mapping[str, float] = field(default_factory=dict)  # p95-ish, per quality
 
 
 class Scheduler:
@@ -499,6 +500,7 @@ class Scheduler:
                     window_s=quota.effective_window_s(qcfg, rpm) if qcfg and rpm else None,
                     reported_remaining=reported[0] if reported else None,
                     reported_age_s=now - reported[1] if reported else None,
+                    latency_p95_s={k: latency.p95(self._latency, v) for k, v in st.latency.items()},
                 )
             )
         return tuple(views)

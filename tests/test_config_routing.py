@@ -9,8 +9,8 @@ import pytest
 from imagegate.config import GroupRouting, ImageGateConfig
 from imagegate.config_load import load
 from imagegate.errors import ConfigError
+from imagegate.policy.fallback import fallback_order
 from imagegate.routing import Scheduler
-from imagegate.routing.scheduler import fallback_chain
 
 DEPLOYMENTS = """
 deployments:
@@ -73,7 +73,7 @@ def test_bad_window(tmp_path: Path) -> None:
         load_text(tmp_path, DEPLOYMENTS.replace("rpm_window_s: 1", "rpm_window_s: -1"))
 
 
-def test_scheduler_from_config_and_fallback_chain(tmp_path: Path) -> None:
+def test_scheduler_from_config_and_fallback_order(tmp_path: Path) -> None:
     cfg = load_text(
         tmp_path,
         DEPLOYMENTS
@@ -83,8 +83,8 @@ routing:
   cheap: {fallbacks: [default]}
 """,
     )
-    assert fallback_chain(cfg, "default") == ("default", "cheap")
-    assert fallback_chain(cfg, "cheap") == ("cheap", "default")
+    assert fallback_order(cfg, "default") == ("default", "cheap")
+    assert fallback_order(cfg, "cheap") == ("cheap", "default")
     s = Scheduler.from_config(cfg)
     assert s.policy_for("default").allowed_regions == frozenset({"swedencentral"})
     assert s.policy_for("other").strategy == "priority"

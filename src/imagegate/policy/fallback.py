@@ -75,6 +75,7 @@ __all__ = [
     "build_chain",
     "chain_steps",
     "dialect_of",
+    "fallback_order",
     "fit_deadline",
     "moves_on",
     "options_from_headers",
@@ -152,10 +153,9 @@ class Target:
         return self.model if self.name == self.model else f"{self.model} via {self.name}"
 
 
-def targets(cfg: ImageGateConfig, requested: str | None) -> tuple[Target, ...]:
-    """The requested name, then its configured fallbacks depth first, as per-model targets; each
-    deployment appears once (in its first target). Raises ``InvalidRequest`` for an unknown name."""
-    first = cfg.default_model if requested is None else requested
+def fallback_order(cfg: ImageGateConfig, name: str) -> tuple[str, ...]:
+    """``name`` then its configured fallbacks, depth first (a fallback's own fallbacks follow
+    it), each name once (cycles are cut)."""
     order: list[str] = []
 
     def visit(name: str) -> None:
@@ -166,7 +166,14 @@ def targets(cfg: ImageGateConfig, requested: str | None) -> tuple[Target, ...]:
         for fb in entry.fallbacks if entry is not None else ():
             visit(fb)
 
-    visit(first)
+    visit(name)
+    return tuple(order)
+
+
+def targets(cfg: ImageGateConfig, requested: str | None) -> tuple[Target, ...]:
+    """The requested name, then its configured fallbacks depth first, as per-model targets; each
+    deployment appears once (in its first target). Raises ``InvalidRequest`` for an unknown name."""
+    order = fallback_order(cfg, cfg.default_model if requested is None else requested)
     used: set[str] = set()
     out: list[Target] = []
     for index, name in enumerate(order):

@@ -44,7 +44,6 @@ __all__ = [
     "Lease",
     "Scheduler",
     "breaker_config",
-    "fallback_chain",
     "quota_config",
     "route_policy",
 ]
@@ -539,18 +538,3 @@ def route_policy(g: GroupRouting) -> routing.RoutePolicy:
         required_tags=frozenset(g.required_tags),
     )
 
-
-def fallback_chain(cfg: ImageGateConfig, group: str) -> tuple[str, ...]:
-    """``group`` then its fallbacks, depth first, each logical model once (cycles are cut)."""
-    seen: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        seen.append(name)
-        entry = cfg.routing.get(name)
-        for fb in entry.fallbacks if entry is not None else ():
-            visit(fb)
-
-    visit(group)
-    return tuple(seen)

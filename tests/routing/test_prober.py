@@ -11,7 +11,7 @@ from imagegate.config import ApiKeyAuth, DeploymentConfig, Secret
 from imagegate.policy.breaker import BreakerConfig
 from imagegate.policy.health import HealthConfig
 from imagegate.routing import AttemptResult, Scheduler
-from imagegate.routing.prober import ProbeAnswer, probe_due, run_prober
+from imagegate.routing.prober import ProbeAnswer, due_probes, probe_due, run_prober
 
 pytestmark = pytest.mark.looptime
 
@@ -67,9 +67,9 @@ async def test_live_traffic_makes_probes_unnecessary() -> None:
     loop = asyncio.get_running_loop()
     lease = await s.acquire("default", ("a",), deadline=loop.time() + 1)
     await s.finish(lease, AttemptResult(status=200))
-    assert await s.due_probes() == ()
+    assert await due_probes(s) == ()
     await asyncio.sleep(31)
-    assert await s.due_probes() == ("a",)
+    assert await due_probes(s) == ("a",)
 
 
 async def test_failing_probes_open_the_breaker_and_passing_ones_do_not_close_it() -> None:
@@ -93,7 +93,7 @@ async def test_failing_probes_open_the_breaker_and_passing_ones_do_not_close_it(
 async def test_probe_without_quota_room_is_skipped() -> None:
     s = scheduler(dep("a", rpm=6))
     loop = asyncio.get_running_loop()
-    assert await s.due_probes() == ("a",)  # never probed, no traffic
+    assert await due_probes(s) == ("a",)  # never probed, no traffic
     lease = await s.acquire("default", ("a",), deadline=loop.time() + 1)  # the window's one slot
     calls: list[str] = []
 

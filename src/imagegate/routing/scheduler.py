@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
-from imagegate.config import BreakerSettings, DeploymentConfig, GroupRouting, ImageGateConfig
+from imagegate.config import DeploymentConfig, ImageGateConfig
 from imagegate.errors import NoDeploymentAvailable, RateLimited
 from imagegate.policy import breaker, latency, quota, routing, waitqueue
 from imagegate.policy import health as health_policy
+from imagegate.routing.configured import breaker_config, quota_config, route_policy
 from imagegate.routing.state import DeploymentState, InMemoryStateStore, StateStore
 
 __all__ = [
@@ -412,56 +412,34 @@ class Scheduler:
         await self._store.update(lease.deployment, step)
         self._wake_heads()
 
-    # -- active health probes -------------------------------------------------------------
+    # -- what the active prober (``routing.prober``) reads and writes through --------------
 
-    async def due_probes(self) -> tuple[str, ...]:
-        """Deployments an active probe should look at now (see ``policy.health.should_probe``)."""
-        now = self._clock()
-        due = []
-        for name in self._deployments:
-            st = await self._store.read(name)
-            closed = breaker.status_at(self._breaker, st.breaker, now) == "closed"
-            if health_policy.should_probe(self._health, st.health, now, breaker_closed=closed):
-                due.append(name)
-        return tuple(due)
+    @property
+    def deployment_names(self) -> tuple[str, ...]:
+        return tuple(self._deployments)
 
-    async def begin_probe(self, name: str) -> Lease | None:
-        """A probe counts against Azure's request quota like any request, so it takes a quota
-        slot (without waiting: with no room there is live traffic, which is evidence enough).
-        Returns None when there is no room now."""
-        now = self._clock()
-        qcfg = self._quota.get(name)
+    @property
+    def store(self) -> StateStore:
+        return self._store
 
-        def step(st: DeploymentState) -> tuple[Lease | None, DeploymentState]:
-            if qcfg is None:
-                return Lease(name, "", probe=False, started_at=now, quota_held=False), st
-            answer, qs = quota.try_acquire(qcfg, st.quota, now)
-            if isinstance(answer, quota.Wait):
-                return None, replace(st, quota=qs)
-            return Lease(name, "", probe=False, started_at=now, quota_held=True), replace(st, quota=qs)
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
-        return await self._store.update(name, step)
+    @property
+    def breaker_settings(self) -> breaker.BreakerConfig:
+        return self._breaker
 
-    async def finish_probe(
-        self, lease: Lease, status: int | None, *, upstream_code: str | None = None, timed_out: bool = False
-    ) -> health_policy.ProbeResult:
-        """Record a probe's answer. A failing probe counts as a breaker failure; a passing one
-        never closes a breaker (it proves reachability, not generation)."""
-        now = self._clock()
-        result = health_policy.interpret(status, upstream_code=upstream_code, timed_out=timed_out)
+    @property
+    def health_settings(self) -> health_policy.HealthConfig:
+        return self._health
 
-        def step(st: DeploymentState) -> tuple[None, DeploymentState]:
-            qs = quota.release(st.quota) if lease.quota_held else st.quota
-            bs = st.breaker
-            if result.verdict == "unhealthy":
-                failed = breaker.Outcome(ok=False, status=status, reason=f"probe: {result.reason}")
-                bs = breaker.record(self._breaker, bs, failed, now)
-            hs = health_policy.record_probe(st.health, result, now)
-            return None, replace(st, breaker=bs, quota=qs, health=hs)
+    def quota_for(self, name: str) -> quota.QuotaConfig | None:
+        return self._quota.get(name)
 
-        await self._store.update(lease.deployment, step)
+    def wake(self) -> None:
+        """Let the head waiters look again (state changed outside ``finish``)."""
         self._wake_heads()
-        return result
 
     def queued(self) -> int:
         """Requests waiting for capacity right now (all groups)."""
@@ -503,38 +481,3 @@ class Scheduler:
                 )
             )
         return tuple(views)
-
-
-def quota_config(d: DeploymentConfig) -> quota.QuotaConfig | None:
-    """The quota model for a deployment: its RPM judged over its window, plus its concurrency."""
-    if d.rpm is None and d.concurrency is None:
-        return None
-    window = d.rpm_window_s
-    # Concurrency only: an RPM so high it never binds keeps one code path.
-    rpm = float(d.rpm) if d.rpm is not None else math.inf
-    if math.isinf(rpm):
-        rpm = 1e9
-    return quota.QuotaConfig(rpm=rpm, window_s=window, max_concurrent=d.concurrency)
-
-
-def breaker_config(b: BreakerSettings) -> breaker.BreakerConfig:
-    """The pure breaker configuration for the file's ``breaker:`` settings."""
-    return breaker.BreakerConfig(
-        window_s=b.window_s,
-        min_requests=b.min_requests,
-        failure_rate=b.failure_rate,
-        consecutive_failures=b.consecutive_failures,
-        cooldown_s=b.cooldown_s,
-        max_cooldown_s=b.max_cooldown_s,
-        cooldown_on_429=b.cooldown_on_429,
-    )
-
-
-def route_policy(g: GroupRouting) -> routing.RoutePolicy:
-    """The pure routing policy for a configured group (the loader has validated the strategy)."""
-    return routing.RoutePolicy(
-        strategy=cast(routing.Strategy, g.strategy),
-        allowed_regions=frozenset(g.regions) if g.regions is not None else None,
-        required_tags=frozenset(g.required_tags),
-    )
-

@@ -46,6 +46,7 @@ from imagegate.pipeline.context import RequestContext
 from imagegate.policy.fallback import parse_mode
 from imagegate.policy.pricing import estimate
 from imagegate.routing import DeploymentView, Scheduler
+from imagegate.routing.redis_state import RedisStateStore
 from imagegate.types import Cost, EditRequest, ImageRequest, ImageResult, InputImage, PartialImage
 from imagegate.upstream.auth import CredentialFactory, auth_for, default_credential
 from imagegate.upstream.client import ProbeResult, UpstreamClient
@@ -120,7 +121,7 @@ class AsyncImageGate:
         http_client: httpx.AsyncClient | None = None,
         catalog: Catalog | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
         credential_factory: CredentialFactory = default_credential,
     ) -> None:
@@ -130,6 +131,13 @@ class AsyncImageGate:
             log.warning("imagegate: %s", warning)
         if self.config.emulated and http_client is None:
             log.warning(EMULATOR_NOTICE)
+        shared = self.config.routing_state
+        # Shared state holds absolute times that other replicas compare with theirs: wall clock
+        # there (routing.redis_state), monotonic (immune to clock steps) in a single process.
+        clock = clock or (time.time if shared.backend == "redis" else time.monotonic)
+        self._state_store: RedisStateStore | None = None
+        if shared.backend == "redis" and shared.url is not None:
+            self._state_store = RedisStateStore.from_url(shared.url, prefix=shared.prefix, ttl_s=shared.ttl_s)
         self._owns_http = http_client is None
         self._http = http_client or (
             _emulator_client(self.config)
@@ -147,7 +155,9 @@ class AsyncImageGate:
             rand=rand,
         )
         self._clock = clock
-        self.scheduler = Scheduler.from_config(self.config, clock=clock, sleep=sleep, rand=rand)
+        self.scheduler = Scheduler.from_config(
+            self.config, clock=clock, sleep=sleep, rand=rand, store=self._state_store
+        )
         self._pipeline = build_pipeline(
             PipelineDeps(self.config, self.catalog, self.upstream, scheduler=self.scheduler, clock=clock)
         )
@@ -177,6 +187,8 @@ class AsyncImageGate:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+        if self._state_store is not None:
+            await self._state_store.aclose()
 
     # requests --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ object                 what it configures
 ``PriceOverride``      a deployment's negotiated prices instead of the catalog's list prices
 ``GroupRouting``       how a logical model group routes: strategy, region allow-list, fallbacks
 ``BreakerSettings``    the per-deployment circuit breaker's tuning (``policy.breaker``)
+``RoutingStateSettings``  where routing state lives: this process (memory) or shared Redis
 =====================  ==========================================================================
 
 Durations carry their unit in the name (``connect_s``). Secrets are ``Secret`` values whose repr
@@ -43,6 +44,7 @@ __all__ = [
     "ImageGateConfig",
     "PriceOverride",
     "RetryConfig",
+    "RoutingStateSettings",
     "Secret",
     "TimeoutConfig",
 ]
@@ -199,6 +201,20 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingStateSettings:
+    """``routing_state:`` in the file: where breakers, quota windows and latency live.
+
+    ``memory`` (default): per process. ``redis``: shared by every worker and replica using the same
+    ``url`` and ``prefix`` (``routing.redis_state``); ``url`` defaults to ``IMAGEGATE_REDIS_URL``.
+    """
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = field(default=None, repr=False)
+    prefix: str = "imagegate:routing"
+    ttl_s: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GroupRouting:
     """Routing for one logical model (``routing.<group>`` in the file).
 
@@ -228,6 +244,7 @@ class ImageGateConfig:
     retry: RetryConfig = DEFAULT_RETRY
     routing: Mapping[str, GroupRouting] = field(default_factory=lambda: MappingProxyType({}))
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    routing_state: RoutingStateSettings = field(default_factory=RoutingStateSettings)
     translate: bool = False
     emulated: bool = False
     emulator_time_scale: float = 0.25

@@ -44,6 +44,7 @@ from imagegate.config import (
     ImageGateConfig,
     PriceOverride,
     RetryConfig,
+    RoutingStateSettings,
     Secret,
     TimeoutConfig,
 )
@@ -51,7 +52,16 @@ from imagegate.errors import ConfigError
 
 __all__ = ["load"]
 
-_TOP_KEYS = {"deployments", "models", "default_model", "retry", "translate", "routing", "breaker"}
+_TOP_KEYS = {
+    "deployments",
+    "models",
+    "default_model",
+    "retry",
+    "translate",
+    "routing",
+    "breaker",
+    "routing_state",
+}
 _DEPLOYMENT_KEYS = {
     "name", "kind", "endpoint", "model", "deployment", "region", "auth", "api_key", "api_key_env",
     "api_version", "route", "rpm", "concurrency", "priority", "weight", "price_override", "tags",
@@ -344,6 +354,41 @@ def _breaker(raw: Any, p: _Problems) -> BreakerSettings:
     return BreakerSettings(**values)
 
 
+def _routing_state(raw: Any, environ: Mapping[str, str], p: _Problems) -> RoutingStateSettings:
+    """``routing_state: {backend: memory|redis, url, prefix, ttl_s}``; ``url`` defaults to
+    ``IMAGEGATE_REDIS_URL`` (the server's shared rate-limit Redis)."""
+    if raw is None:
+        return RoutingStateSettings()
+    if not isinstance(raw, Mapping):
+        p.add("routing_state", "must be a mapping")
+        return RoutingStateSettings()
+    p.unknown_keys(raw, {"backend", "url", "prefix", "ttl_s"}, "routing_state")
+    backend = raw.get("backend", "memory")
+    if backend not in ("memory", "redis"):
+        p.add("routing_state.backend", f"{backend!r} is not one of: memory, redis")
+        return RoutingStateSettings()
+    values: dict[str, Any] = {"backend": backend}
+    prefix = p.string(raw, "prefix", "routing_state")
+    if prefix is not None:
+        values["prefix"] = prefix
+    ttl = p.number(raw, "ttl_s", "routing_state")
+    if ttl is not None:
+        values["ttl_s"] = float(ttl)
+    url = (
+        p.string(raw, "url", "routing_state") if "url" in raw else environ.get("IMAGEGATE_REDIS_URL") or None
+    )
+    if backend == "redis":
+        if url is None:
+            if "url" not in raw:
+                p.add("routing_state.url", "missing (backend redis needs url: or IMAGEGATE_REDIS_URL)")
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            shown = url.split("@")[-1]  # never echo a password
+            p.add("routing_state.url", f"{shown!r} is not a redis://, rediss:// or unix:// URL")
+        else:
+            values["url"] = url
+    return RoutingStateSettings(**values)
+
+
 def _read_file(path: Path) -> Mapping[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -464,6 +509,7 @@ def load(
     servable = {d.name for d in deployments} | {d.model for d in deployments}
     routing = _routing(raw.get("routing"), groups, servable, p)
     breaker = _breaker(raw.get("breaker"), p)
+    routing_state = _routing_state(raw.get("routing_state"), environ, p)
     time_scale = _time_scale(environ.get("IMAGEGATE_EMULATOR_TIME_SCALE"), p)
     if p.items:
         raise ConfigError(p.items, source=source)
@@ -481,6 +527,7 @@ def load(
         retry=retry,
         routing=routing,
         breaker=breaker,
+        routing_state=routing_state,
         translate=translate,
         emulated=emulated,
         source=source,

@@ -170,7 +170,7 @@ def create_app(
         http_client=http_client,
         catalog=catalog,
         sleep=sleep or anyio.sleep,
-        clock=clock or time.monotonic,
+        clock=clock,  # None: AsyncImageGate picks monotonic, or wall time for shared state
     )
     governance = Governance(
         keys=None if open_access else (keys or memory.keys),

@@ -13,6 +13,8 @@ address, and says so loudly; bound elsewhere it refuses to start.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -35,6 +37,7 @@ from imagegate.config_load import load
 from imagegate.errors import ConfigError
 from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
+from imagegate.server.deployments import run_gateway_prober, status_source
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.governance import Governance
 from imagegate.server.library import LibraryBackend
@@ -212,6 +215,7 @@ def create_app(
         models=lambda: models,
         images=service,
         admin_key=settings.admin_key,
+        deployment_status=status_source(gate),
     )
 
     @asynccontextmanager
@@ -220,7 +224,21 @@ def create_app(
         try:
             if open_access is None:
                 await _decide_access(governance, settings, bind_host)
-            yield
+            prober = (
+                asyncio.create_task(
+                    run_gateway_prober(gate, tick_s=settings.probe_tick_s, sleep=sleep or anyio.sleep),
+                    name="imagegate-prober",
+                )
+                if settings.probe_tick_s > 0
+                else None
+            )
+            try:
+                yield
+            finally:
+                if prober is not None:
+                    prober.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await prober
         finally:
             await gate.aclose()
             if isinstance(limiter, KeyRateLimiter):

@@ -89,6 +89,29 @@ class GatewayMetrics:
             buckets=_WAIT_BUCKETS_S,
             registry=r,
         )
+        self.quota_headroom = Gauge(
+            "imagegate_quota_headroom",
+            "Share of a deployment's request quota free now (0..1; 1 without a configured quota).",
+            ["deployment"],
+            registry=r,
+        )
+        self.effective_rpm = Gauge(
+            "imagegate_quota_effective_rpm",
+            "Requests per minute routing currently allows a deployment (learnt from 429s and headers).",
+            ["deployment"],
+            registry=r,
+        )
+        self.deployment_in_flight = Gauge(
+            "imagegate_deployment_in_flight",
+            "Upstream attempts in flight on a deployment.",
+            ["deployment"],
+            registry=r,
+        )
+        self.queued = Gauge(
+            "imagegate_requests_queued",
+            "Requests waiting for deployment capacity right now.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "imagegate_requests_in_flight",
             "Image requests being served right now.",
@@ -118,6 +141,14 @@ class GatewayMetrics:
 
     def observe_breaker(self, *, deployment: str, state: str) -> None:
         self.breaker_state.labels(deployment).set(BREAKER_STATES.get(state, -1.0))
+
+    def observe_quota(
+        self, *, deployment: str, headroom: float, effective_rpm: float | None, in_flight: int
+    ) -> None:
+        self.quota_headroom.labels(deployment).set(headroom)
+        if effective_rpm is not None:
+            self.effective_rpm.labels(deployment).set(effective_rpm)
+        self.deployment_in_flight.labels(deployment).set(in_flight)
 
     def observe_quota_wait(self, *, deployment: str, wait_s: float) -> None:
         self.quota_wait.labels(deployment).observe(wait_s)

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from imagegate.errors import ConfigError
 
-__all__ = ["DEFAULT_LIMITS", "ServerLimits", "ServerSettings", "settings_from_environ"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_PROBE_TICK_S",
+    "ServerLimits",
+    "ServerSettings",
+    "settings_from_environ",
+]
 
 MIB = 1024 * 1024
 
@@ -44,6 +50,11 @@ class ServerLimits:
 
 DEFAULT_LIMITS = ServerLimits()
 
+# The prober's tick: how often it asks which deployments are due. When each one is due comes from
+# the health policy (``policy.health.HealthConfig``: every 60 s when idle, every 10 s while its
+# breaker is open), so a tick of 10 s keeps an open breaker's probes on time.
+DEFAULT_PROBE_TICK_S = 10.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
@@ -60,6 +71,8 @@ class ServerSettings:
     url_ttl_s           IMAGEGATE_URL_TTL_S        lifetime of image URLs (default 3600)
     redis_url           IMAGEGATE_REDIS_URL        shared per-key rpm across workers/replicas
     key_pepper          IMAGEGATE_KEY_PEPPER       mixed into key hashes; same as ``imagegate keys``
+    probe_tick_s        IMAGEGATE_PROBE_TICK_S     how often the active prober looks for deployments
+                                                   due a probe (default 10); 0 turns probing off
     ==================  =========================  ==============================================
     """
 
@@ -71,6 +84,7 @@ class ServerSettings:
     url_ttl_s: float = 3600.0
     redis_url: str | None = field(default=None, repr=False)
     key_pepper: str | None = field(default=None, repr=False)
+    probe_tick_s: float = DEFAULT_PROBE_TICK_S
     limits: ServerLimits = DEFAULT_LIMITS
 
 
@@ -86,6 +100,16 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
     except ValueError:
         problems.append(f"IMAGEGATE_URL_TTL_S={ttl!r} is not a positive number of seconds")
         url_ttl_s = 3600.0
+    tick = environ.get("IMAGEGATE_PROBE_TICK_S", str(DEFAULT_PROBE_TICK_S))
+    try:
+        probe_tick_s = float(tick)
+        if not probe_tick_s >= 0 or probe_tick_s == float("inf"):
+            raise ValueError
+    except ValueError:
+        problems.append(
+            f"IMAGEGATE_PROBE_TICK_S={tick!r} is not a number of seconds >= 0 (0 turns probing off)"
+        )
+        probe_tick_s = DEFAULT_PROBE_TICK_S
     secret = environ.get("IMAGEGATE_URL_SECRET")
     if secret is not None and len(secret.encode()) < 16:
         problems.append("IMAGEGATE_URL_SECRET is shorter than 16 bytes; use a long random value")
@@ -102,4 +126,5 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         url_ttl_s=url_ttl_s,
         redis_url=environ.get("IMAGEGATE_REDIS_URL") or None,
         key_pepper=environ.get("IMAGEGATE_KEY_PEPPER") or None,
+        probe_tick_s=probe_tick_s,
     )

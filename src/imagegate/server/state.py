@@ -16,6 +16,7 @@ from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.settings import DEFAULT_LIMITS, ServerLimits
 
 if TYPE_CHECKING:
+    from imagegate.server.deployments import StatusSource
     from imagegate.server.service import ImageService
 
 __all__ = ["GatewayState", "ModelEntry", "ReadinessCheck", "gateway_state"]
@@ -41,6 +42,7 @@ class GatewayState:
     created_unix: int = 0
     images: ImageService | None = None
     admin_key: str | None = field(default=None, repr=False)
+    deployment_status: StatusSource | None = None  # routing's view per deployment (admin, metrics)
 
 
 def gateway_state(request: Request) -> GatewayState:

@@ -1,7 +1,10 @@
-"""Admin API: create, list and revoke virtual keys. Guarded by the admin key.
+"""Admin API: create, list and revoke virtual keys, and routing's status per deployment.
+Guarded by the admin key.
 
 The admin key comes from ``IMAGEGATE_ADMIN_KEY`` (or the configuration); without one the admin
-API answers 403 and says how to enable it. A key's plaintext is returned exactly once, by the
+API answers 403 and says how to enable it. ``GET /admin/status`` is also served
+in open mode (no admin key and no virtual key, which the gateway allows on loopback only), where
+anyone may generate anyway. A key's plaintext is returned exactly once, by the
 create call. Changes go through ``stores.admin.KeyAdmin`` (the same as ``imagegate keys``), which
 writes each one to the audit log.
 """
@@ -22,6 +25,7 @@ from starlette.responses import Response
 from imagegate.errors import AuthenticationError, PermissionDenied
 from imagegate.policy.budget import Period
 from imagegate.ports import KeyRecord, KeyScope
+from imagegate.server.deployments import status_json
 from imagegate.server.governance import credential_from
 from imagegate.server.state import gateway_state
 from imagegate.stores.admin import KeyAdmin
@@ -71,14 +75,18 @@ def _record(record: KeyRecord) -> dict[str, Any]:
     }
 
 
+def _check_admin_key(request: Request, admin_key: str | None) -> None:
+    if admin_key is None:
+        raise PermissionDenied("the admin API is disabled: start the gateway with IMAGEGATE_ADMIN_KEY set")
+    given = credential_from(request.headers)
+    if not given or not hmac.compare_digest(given.encode(), admin_key.encode()):
+        raise AuthenticationError("the admin API needs the admin key (Authorization: Bearer <admin key>)")
+
+
 async def _admin(request: Request) -> KeyAdmin:
     """Dependency: the caller holds the admin key; the key admin over the gateway's stores."""
     state = gateway_state(request)
-    if state.admin_key is None:
-        raise PermissionDenied("the admin API is disabled: start the gateway with IMAGEGATE_ADMIN_KEY set")
-    given = credential_from(request.headers)
-    if not given or not hmac.compare_digest(given.encode(), state.admin_key.encode()):
-        raise AuthenticationError("the admin API needs the admin key (Authorization: Bearer <admin key>)")
+    _check_admin_key(request, state.admin_key)
     gov = state.images.governance if state.images is not None else None
     if gov is None or gov.keys is None or gov.audit is None or gov.budgets is None:
         raise PermissionDenied("this gateway has no key, audit or budget store")
@@ -118,3 +126,15 @@ async def list_keys(admin: Admin, include_revoked: bool = Query(default=False)) 
 @router.delete("/keys/{key_id}", summary="Revoke a virtual key by id or unique name (idempotent).")
 async def revoke_key(key_id: str, admin: Admin) -> Response:
     return _json(_record(await admin.revoke(key_id, actor=ACTOR)))
+
+
+@router.get("/status", summary="Routing's view of every deployment: breaker, quota headroom, latency, queue.")
+async def deployment_status(request: Request) -> Response:
+    state = gateway_state(request)
+    gov = state.images.governance if state.images is not None else None
+    open_mode = state.admin_key is None and gov is not None and gov.open
+    if not open_mode:
+        _check_admin_key(request, state.admin_key)
+    if state.deployment_status is None:
+        raise PermissionDenied("this gateway has no routing scheduler to report on")
+    return _json(status_json(await state.deployment_status()))

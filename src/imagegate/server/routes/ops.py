@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from imagegate.errors import NotFound, StorageError
+from imagegate.server.deployments import refresh_gauges
 from imagegate.server.metrics import CONTENT_TYPE_LATEST
 from imagegate.server.state import gateway_state
 
 __all__ = ["router"]
 
 router = APIRouter()
+log = logging.getLogger("imagegate.server")
 
 
 def _json(payload: object, status: int = 200) -> Response:
@@ -59,7 +63,14 @@ async def list_models(request: Request) -> Response:
 
 @router.get("/metrics", tags=["ops"], summary="Prometheus metrics of this gateway.")
 async def metrics(request: Request) -> Response:
-    return Response(gateway_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    state = gateway_state(request)
+    if state.deployment_status is not None:
+        # per-deployment gauges are read from routing now, at scrape time (no polling task)
+        try:
+            refresh_gauges(state.metrics, await state.deployment_status())
+        except Exception:  # a scrape still shows the counters when routing state is unreadable
+            log.exception("imagegate: routing status unavailable; deployment gauges not refreshed")
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/models/{model_id}", tags=["models"], summary="One logical model, if served.")

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from imagegate import AsyncImageGate, UpstreamTimeout
 from imagegate.config_load import load
 from imagegate.emulator import create_emulator_app
+from imagegate.emulator.config import default_emulator_config
 from imagegate.emulator.serve import EmulatorServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -57,27 +59,45 @@ async def test_refused_connection_fails_over_without_waiting(
     assert "emulator-key" not in caplog.text and "over real sockets" not in caplog.text
 
 
-async def test_read_timeout_after_sending_is_not_resent(server: EmulatorServer, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small_server() -> Iterator[EmulatorServer]:
+    """Small images: generation costs milliseconds, so a request reaches its delivery hang long
+    before a generous read timeout, even on a loaded 2-core machine."""
+    defaults = default_emulator_config()
+    deployments = tuple(d.model_copy(update={"image_bytes": "small"}) for d in defaults.deployments)
+    app = create_emulator_app(defaults.model_copy(update={"deployments": deployments}), time_scale=0)
+    with EmulatorServer(app) as srv:
+        yield srv
+
+
+def _counts(admin_json: dict[str, Any]) -> tuple[int, int]:
+    """(requests the deployment answered or held, hang faults fired)."""
+    counters = admin_json["counters"]
+    return int(counters["requests"]["total"]), int(counters["faults_fired"].get("hang", 0))
+
+
+async def test_read_timeout_after_sending_is_not_resent(small_server: EmulatorServer, tmp_path: Path) -> None:
+    # The emulator holds the response until the client goes away (the hang ends on disconnect;
+    # its delay_s is only a backstop), so nothing races the read timeout but the generation of a
+    # small image. The timeout is long enough for that on a loaded machine and short enough
+    # to keep the test quick; before, 0.3 s with realistic images could expire mid-generation.
+    server = small_server
+    deployment = "/_emulator/deployments/gpt-image-1-mini"
     async with httpx.AsyncClient(base_url=server.base_url) as admin:
-        faults = [{"kind": "hang", "delay_s": 5, "phase": "after", "count": 1}]
-        assert (
-            await admin.put("/_emulator/deployments/gpt-image-1-mini/faults", json=faults)
-        ).status_code == 200
-        before = (await admin.get("/_emulator/deployments/gpt-image-1-mini")).json()["counters"]["requests"][
-            "total"
-        ]
+        faults = [{"kind": "hang", "delay_s": 600, "phase": "after", "count": 1}]
+        assert (await admin.put(f"{deployment}/faults", json=faults)).status_code == 200
+        before, hangs_before = _counts((await admin.get(deployment)).json())
     path = config_file(
         tmp_path,
         f"deployments:\n  - {{name: mini, endpoint: '{server.base_url}', deployment: gpt-image-1-mini,"
-        " model: gpt-image-1-mini, api_key: emulator-key, timeouts: {read_s: 0.3}}\n",
+        " model: gpt-image-1-mini, api_key: emulator-key, timeouts: {read_s: 2.0}}\n",
     )
     async with AsyncImageGate(load(path, {}, today=dt.date(2026, 11, 24))) as gate:
         with pytest.raises(UpstreamTimeout) as info:
             await gate.generate("a slow fox", quality="low")
-    (attempt,) = info.value.attempts
+    (attempt,) = info.value.attempts  # one attempt: the loop did not resend
     assert attempt.outcome == "upstream_timeout" and attempt.may_be_billed
     async with httpx.AsyncClient(base_url=server.base_url) as admin:
-        after = (await admin.get("/_emulator/deployments/gpt-image-1-mini")).json()["counters"]["requests"][
-            "total"
-        ]
+        after, hangs = _counts((await admin.get(deployment)).json())
+    assert hangs - hangs_before == 1  # the request reached the server and was held: timed out *after* sending
     assert after - before == 1  # sent once, never resent

@@ -266,6 +266,22 @@ async def test_observed_latency_replaces_the_catalog_estimate(make_gate: GateFac
     await assert_billed_images_accounted(http, warm, quick)
 
 
+async def test_latency_learnt_without_a_quality_counts_for_the_default_quality(
+    make_gate: GateFactory,
+) -> None:
+    fake = FakeTime()
+    # no quality asked for: the model's default (high, ~24 s in the catalog) is what gets made
+    http = emulator(fake, g15={"latency": LatencySpec(median_s=2.0, distribution="fixed")})
+    gate = make_gate(http, fake)
+    warm = await gate.generate("a fox", model="best", deadline_s=60)
+    assert warm.deployment == "g15"
+    views = {v.name: v for v in await gate.scheduler.snapshot()}
+    assert views["g15"].latency_s["high"] == pytest.approx(2.0, abs=0.01)
+    quick = await gate.generate("a fox", model="best", deadline_s=10)
+    assert quick.deployment == "g15" and not quick.degraded and quick.changes == ()
+    await assert_billed_images_accounted(http, warm, quick)
+
+
 async def test_every_model_failing_is_one_error_naming_each(make_gate: GateFactory) -> None:
     http = emulator()
     gate = make_gate(http)

@@ -50,7 +50,8 @@ def build_pipeline(d: PipelineDeps) -> Pipeline:
     return Pipeline(
         [
             ValidateStage(d.config, d.catalog),  # 400 before anything is sent
-            FallbackStage(d.config, d.catalog, clock=d.clock),  # chain of models, deadline, n split
+            # chain of models, deadline (on the scheduler's learnt latencies), n split
+            FallbackStage(d.config, d.catalog, clock=d.clock, latencies=d.scheduler),
             RouteStage(d.config, d.scheduler, clock=d.clock),  # the plan; 503 when nothing can serve
             CostStage(d.config, d.catalog),  # prices what the upstream returned
             UpstreamStage(d.upstream),  # terminal: attempts, retries, fail-over

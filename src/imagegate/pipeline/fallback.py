@@ -1,24 +1,26 @@
 """``FallbackStage``: walk the fallback chain, split ``n`` into calls, merge what came back.
 
 Thin driver around ``policy.fallback``: it builds the chain, checks each step against the
-request's deadline (``fit_deadline``, fed by ``ObservedLatency``), runs the rest of the pipeline
+request's deadline (``fit_deadline``, fed by the routing scheduler's learnt latencies through
+``LatencySource``, else the catalog's typical latency), runs the rest of the pipeline
 (route → cost → upstream) once per call with a copy of the context narrowed to the step, and
 merges the results. Calls of one step run concurrently (routing gates them by quota); images a
 step could not make move on to the next step, so a partial success is never thrown away: every
 image that was made (and billed) is on the result. When some images could not be made at all,
 the result says so with a ``Change`` on ``n`` rather than failing and losing the others.
 
-``ObservedLatency`` keeps decayed latency estimates per (deployment, quality) from the attempts
-this gate made (``policy.latency``). The routing scheduler keeps similar figures for ranking; when
-it is wired in, this can read them instead.
+The deadline check reads the same per-(deployment, quality) estimates that routing admission
+and ranking use (``Scheduler.learnt_latency_s``), so both decide on the same numbers; without
+a scheduler only the catalog's ``typical_latency_s`` is known.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Protocol
 
 import anyio
 
@@ -27,7 +29,6 @@ from imagegate.config import ImageGateConfig
 from imagegate.errors import DeadlineExceeded, ImageGateError, NoDeploymentAvailable
 from imagegate.pipeline.context import RequestContext
 from imagegate.pipeline.stages import Next
-from imagegate.policy import latency
 from imagegate.policy.fallback import (
     Fit,
     Skipped,
@@ -41,25 +42,15 @@ from imagegate.policy.fallback import (
 from imagegate.policy.validation import Validated
 from imagegate.types import AttemptRecord, Change, Cost, ImageResult, Usage
 
-__all__ = ["FallbackStage", "ObservedLatency"]
+__all__ = ["FallbackStage", "LatencySource"]
 
 
-class ObservedLatency:
-    """Decayed latency estimates per (deployment, quality), from successful attempts."""
+class LatencySource(Protocol):
+    """Read-only learnt latencies (``routing.Scheduler`` is one)."""
 
-    def __init__(self, cfg: latency.LatencyConfig | None = None) -> None:
-        self._cfg = cfg or latency.LatencyConfig()
-        self._seen: dict[tuple[str, str], latency.LatencyEstimate] = {}
-
-    def observe(self, deployment: str, quality: str, seconds: float, now: float) -> None:
-        key = (deployment, quality)
-        self._seen[key] = latency.observe(
-            self._cfg, self._seen.get(key, latency.LatencyEstimate()), seconds, now
-        )
-
-    def expected_s(self, deployment: str, quality: str) -> float | None:
-        est = self._seen.get((deployment, quality))
-        return latency.estimate(self._cfg, est) if est is not None else None
+    async def learnt_latency_s(self, name: str) -> Mapping[str, float]:
+        """Learnt seconds per quality for deployment ``name`` (qualities never observed absent)."""
+        ...
 
 
 @dataclass
@@ -77,19 +68,21 @@ class FallbackStage:
         catalog: Catalog,
         *,
         clock: Callable[[], float] = time.monotonic,
-        latencies: ObservedLatency | None = None,
+        latencies: LatencySource | None = None,
     ) -> None:
         self._config = config
         self._catalog = catalog
         self._clock = clock
-        self.latencies = latencies or ObservedLatency()
+        self._latencies = latencies
 
-    def _expected(self, step: Step) -> dict[str, float]:
+    async def _expected(self, step: Step) -> dict[str, float]:
         """Seconds per quality for a step: the best deployment's observation, else the catalog's."""
+        learnt: list[Mapping[str, float]] = []
+        if self._latencies is not None:
+            learnt = [await self._latencies.learnt_latency_s(d.name) for d in step.target.deployments]
         out: dict[str, float] = {}
         for quality in step.spec.qualities:
-            seen = [self.latencies.expected_s(d.name, quality) for d in step.target.deployments]
-            known = [s for s in seen if s is not None]
+            known = [seen[quality] for seen in learnt if quality in seen]
             typical = step.spec.typical_latency_for(quality)
             if known:
                 out[quality] = min(known)
@@ -130,7 +123,7 @@ class FallbackStage:
                 self._catalog,
                 quality=step.request.quality,
                 remaining_s=ctx.deadline - self._clock(),
-                expected_s=self._expected(step),
+                expected_s=await self._expected(step),
                 degrade=ctx.degrade,
             )
             if isinstance(fit, TooSlow):
@@ -198,7 +191,6 @@ class FallbackStage:
             except ImageGateError as error:
                 slots[index] = error
                 return
-            self._learn(result, request.quality or step.spec.default_quality)
             slots[index] = _stamped(result)
 
         if len(calls) == 1:
@@ -213,12 +205,6 @@ class FallbackStage:
             elif isinstance(slot, ImageGateError):
                 outcome.errors.append(slot)
         return outcome
-
-    def _learn(self, result: ImageResult, quality: str) -> None:
-        now = self._clock()
-        for record in result.attempts:
-            if record.outcome == "ok":
-                self.latencies.observe(record.deployment, quality, record.latency_s, now)
 
     def _failure(
         self,

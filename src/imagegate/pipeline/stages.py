@@ -78,7 +78,10 @@ class RouteStage:
             raise NoDeploymentAvailable(f"no deployment serves model {model!r}")
         if self._scheduler is not None and self._config is not None:
             group = ctx.request.model or self._config.default_model
-            ranked = await self._scheduler.plan(group, ctx.plan, quality=ctx.request.quality)
+            # the quality the upstream will make (its default when none was asked for): latency is
+            # learnt and looked up per quality, and the fallback stage's deadline check reads it
+            quality = ctx.request.quality or (ctx.spec.default_quality if ctx.spec else None)
+            ranked = await self._scheduler.plan(group, ctx.plan, quality=quality)
             if not ranked.ranked:
                 why = "; ".join(f"{e.name}: {e.reason}" for e in ranked.excluded)
                 raise NoDeploymentAvailable(
@@ -90,7 +93,7 @@ class RouteStage:
             deadline = (
                 ctx.deadline if ctx.deadline is not None else self._clock() + self._config.retry.deadline_s
             )
-            ctx.hooks = RoutingHooks(self._scheduler, group, deadline=deadline, quality=ctx.request.quality)
+            ctx.hooks = RoutingHooks(self._scheduler, group, deadline=deadline, quality=quality)
         return await call_next(ctx)
 
 

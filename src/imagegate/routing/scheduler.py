@@ -441,6 +441,12 @@ class Scheduler:
         """Let the head waiters look again (state changed outside ``finish``)."""
         self._wake_heads()
 
+    async def learnt_latency_s(self, name: str) -> Mapping[str, float]:
+        """The learnt mean latency of ``name`` per observed quality (one state read; the fallback
+        stage's deadline check uses the catalog's typical latency for the others)."""
+        st = await self._store.read(name)
+        return {q: latency.estimate(self._latency, e) for q, e in st.latency.items() if q != ANY_QUALITY}
+
     def queued(self) -> int:
         """Requests waiting for capacity right now (all groups)."""
         return len(self._queue.waiters)

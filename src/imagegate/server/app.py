@@ -14,7 +14,6 @@ address, and says so loudly; bound elsewhere it refuses to start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -237,8 +236,9 @@ def create_app(
             finally:
                 if prober is not None:
                     prober.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await prober
+                    # wait() (not ``await prober``) so the prober's own CancelledError is not
+                    # mistaken for, or swallowed as, a cancellation of the shutdown itself
+                    await asyncio.wait({prober})
         finally:
             await gate.aclose()
             if isinstance(limiter, KeyRateLimiter):

@@ -17,6 +17,7 @@ from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.errors import NoDeploymentAvailable
 from imagegate.pipeline.context import RequestContext
+from imagegate.policy.fallback import dialect_of
 from imagegate.policy.pricing import cost_of
 from imagegate.policy.validation import validate
 from imagegate.routing.hooks import RoutingHooks
@@ -47,8 +48,9 @@ class ValidateStage:
             raise NoDeploymentAvailable("no deployment is configured")
         first = ctx.candidates[0]
         spec = self._catalog.get(first.model)
-        dialect = "openai" if first.kind == "openai" else f"azure-{first.route}"
-        checked = validate(ctx.request, spec, self._catalog, translate=ctx.translate, dialect=dialect)
+        checked = validate(
+            ctx.request, spec, self._catalog, translate=ctx.translate, dialect=dialect_of(first)
+        )
         ctx.request, ctx.spec, ctx.changes = checked.request, checked.spec, checked.changes
         return await call_next(ctx)
 

@@ -426,3 +426,43 @@ async def test_gate_uses_redis_and_wall_clock_when_configured(tmp_path: object, 
     client = Redis.from_url(REDIS_URL)
     assert await client.exists(f"{prefix}:probe") == 1
     await client.aclose()
+
+
+async def test_two_gates_against_one_emulator(tmp_path: object, prefix: str) -> None:
+    """Two library "replicas" (two AsyncImageGates), one emulated deployment at 60 RPM / 10 s (10
+    per window, 4 concurrent), 8 requests each at once with a 9.5 s deadline (enough for the ~8 s
+    latency prior, too short to wait for the next window). Shared state: at most 10 go out, the
+    rest are shed before sending (429 + retry-after to the caller), and Azure (the emulator) answers no
+    429. (With per-process state each gate sends up to its own full quota and the emulator answers
+    429s; that run waits out retry-afters for ~11 s, so the contrast is asserted at the policy and
+    scheduler level above instead.)"""
+    import httpx
+
+    from imagegate.api import AsyncImageGate
+    from imagegate.emulator import create_emulator_app
+
+    require_redis()
+    app = create_emulator_app(time_scale=0)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator.invalid")
+    cfg = _config(tmp_path, f"routing_state: {{backend: redis, url: '{REDIS_URL}', prefix: {prefix}}}\n")
+    gates = [AsyncImageGate(cfg, http_client=http) for _ in range(2)]  # type: ignore[arg-type]
+
+    async def one(gate: AsyncImageGate) -> str:
+        try:
+            await gate.generate("a red fox", model="gpt-image-2", quality="low", deadline_s=9.5)
+        except RateLimited:
+            return "shed"
+        except Exception as exc:  # a 429 from upstream surfaces as some error; name it
+            return type(exc).__name__
+        return "ok"
+
+    outcomes = await asyncio.gather(*(one(g) for g in gates for _ in range(8)))
+    counters = (await http.get("/_emulator/deployments/gpt-image-2")).json()["counters"]
+    throttled = counters["requests"]["by_status"].get("429", 0)
+    for g in gates:
+        await g.aclose()
+    await http.aclose()
+    ok = outcomes.count("ok")
+    assert 1 <= ok <= 10 and ok + outcomes.count("shed") == 16, outcomes
+    assert throttled == 0
+    assert counters["requests"]["by_status"].get("200", 0) == ok

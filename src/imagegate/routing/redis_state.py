@@ -26,6 +26,13 @@ clocks: a skew of ``s`` seconds shifts one replica's view of another's grants an
 ``s``, so keep it well below the quota window (1-10 s). A wall-clock step (not a slew) does the
 same once; the memory backend keeps ``time.monotonic``, which never steps.
 
+**Limits.** ``QuotaState.in_flight`` (the ``concurrency`` cap) is shared too, and a replica that
+dies mid-request never releases its slots: they stay counted until no replica has written the key for
+``ttl_s``, which on a busy deployment is never. The breaker's probe slot has a lease (``probe_lease_s``); the
+concurrency slots do not yet. Redis itself is a dependency of every request once configured: when
+it is down, routing answers ``StorageError`` (503) rather than silently falling back to
+per-process state and its N× quota.
+
 **Codec.** JSON (orjson), field by field, with a version number (``CODEC_VERSION``); no pickle,
 so a Redis write can never execute code and a state written by another version fails loudly
 instead of being misread. JSON has no infinities, and the policies use ``-inf`` as "never"

@@ -167,6 +167,7 @@ class AttemptRecord:
     may_be_billed: bool = False
     request_id: str | None = None
     remaining_requests: int | None = None  # x-ratelimit-remaining-requests, when the response had it
+    queued_s: float = 0.0  # how long routing held this attempt back, waiting for quota or a breaker
 
 
 def _sniff_format(prefix: bytes) -> str | None:

@@ -53,7 +53,9 @@ class FakeBackend:
             created=1_700_000_000,
             attempts=(
                 AttemptRecord(number=1, deployment="gpt-image-1", outcome="rate_limited", status_code=429),
-                AttemptRecord(number=2, deployment="gpt-image-1-swc", outcome="ok", status_code=200),
+                AttemptRecord(
+                    number=2, deployment="gpt-image-1-swc", outcome="ok", status_code=200, queued_s=2.5
+                ),
             ),
         )
 

@@ -224,6 +224,14 @@ async def test_metrics_count_upstream_attempts_by_outcome(gw: httpx.AsyncClient)
     assert "imagegate_requests_in_flight 0.0" in text
 
 
+async def test_metrics_histogram_the_time_routing_held_attempts_back(gw: httpx.AsyncClient) -> None:
+    await gw.post("/v1/images/generations", json={"prompt": "x"})
+    text = (await gw.get("/metrics")).text
+    assert 'imagegate_quota_wait_seconds_count{deployment="gpt-image-1-swc"} 1.0' in text
+    assert 'imagegate_quota_wait_seconds_sum{deployment="gpt-image-1-swc"} 2.5' in text
+    assert 'imagegate_quota_wait_seconds_sum{deployment="gpt-image-1"} 0.0' in text
+
+
 async def test_translated_fallback_and_degraded_headers(backend: FakeBackend, tmp_path: Path) -> None:
     from dataclasses import replace
 

@@ -311,6 +311,30 @@ async def test_hooks_choose_and_hear_every_attempt() -> None:
     assert heard == [("west", "upstream_failed"), ("west", "ok")] and result.deployment == "west"
 
 
+async def test_time_held_back_by_routing_is_recorded_per_attempt() -> None:
+    fake = FakeTime()
+    waits = iter([4.0, 0.0])
+
+    class Hooks:
+        async def choose(self, plan: Sequence[DeploymentConfig], suggested: int) -> DeploymentConfig:
+            await fake.sleep(next(waits))  # routing waits for a quota slot on the same clock
+            return plan[0]
+
+        async def finished(self, d: DeploymentConfig, record: AttemptRecord) -> None:
+            pass
+
+    calls = iter(
+        [
+            json_response(500, {"error": {"code": "server_error", "message": "x"}}),
+            httpx.Response(200, content=ok_body()),
+        ]
+    )
+    client = client_for(lambda r: next(calls), fake, RetryConfig(max_attempts=2))
+    result = await client.send([dep()], REQ, hooks=Hooks())
+    assert [a.queued_s for a in result.attempts] == [4.0, 0.0]
+    assert all(a.latency_s == 0.0 for a in result.attempts)  # the wait is not upstream latency
+
+
 async def test_cancelled_attempt_is_reported_to_hooks() -> None:
     heard: list[AttemptRecord] = []
 

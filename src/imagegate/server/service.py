@@ -254,6 +254,7 @@ class ImageService:
             self.metrics.observe_attempt(
                 deployment=attempt.deployment, outcome=attempt.outcome, duration_s=attempt.latency_s
             )
+            self.metrics.observe_quota_wait(deployment=attempt.deployment, wait_s=attempt.queued_s)
 
     async def _run(
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None

@@ -81,8 +81,10 @@ class AttemptHooks(Protocol):
 
 @dataclass
 class _Seen:
-    """What the wire showed during one attempt, for its record (status, quota left, request id)."""
+    """What one attempt saw, for its record: how long routing held it back before it was sent,
+    and what the wire showed (status, quota left, request id)."""
 
+    queued_s: float = 0.0
     status: int | None = None
     remaining: int | None = None
     request_id: str | None = None
@@ -284,12 +286,13 @@ class UpstreamClient:
         records: list[AttemptRecord] = []
         index = 0
         for number in range(1, cfg.max_attempts + 1):
+            asked = self._clock()
             try:
                 dep = plan[index] if hooks is None else await hooks.choose(plan, index)
             except ImageGateError as refused:  # routing found no capacity: keep what was tried
                 refused.attempts = tuple(records)
                 raise
-            began, seen = self._clock(), _Seen()
+            began, seen = self._clock(), _Seen(queued_s=self._clock() - asked)
             try:
                 payload, _ = await self._attempt(dep, req, cfg.deadline_s - (began - start), on_partial, seen)
             except _Streamed as streamed:
@@ -373,6 +376,7 @@ class UpstreamClient:
             may_be_billed=_may_be_billed(error) if outcome is None else True,
             request_id=seen.request_id,
             remaining_requests=seen.remaining,
+            queued_s=seen.queued_s,
         )
         log.info(
             "upstream attempt %d deployment=%s status=%s outcome=%s latency_s=%.3f",

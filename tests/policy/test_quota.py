@@ -16,6 +16,7 @@ from imagegate.policy.quota import (
     effective_window_s,
     grants_in_window,
     headroom,
+    in_flight,
     on_remaining,
     on_throttled,
     release,
@@ -70,12 +71,111 @@ def test_sliding_not_fixed_window() -> None:
 
 def test_concurrency_cap_and_release() -> None:
     cfg = QuotaConfig(rpm=600, window_s=1, max_concurrent=2)
-    ds, s = acquire_n(cfg, QuotaState(), 0.0, 3)
-    assert [type(d) for d in ds] == [Granted, Granted, Wait]
-    assert isinstance(ds[2], Wait) and ds[2].until is None
-    s = release(s)
-    assert isinstance(try_acquire(cfg, s, 0.0)[0], Granted)
-    assert release(release(release(release(s)))).in_flight == 0
+    a, s = try_acquire(cfg, QuotaState(), 0.0, lease_id="a")
+    b, s = try_acquire(cfg, s, 0.0, lease_id="b")
+    c, s = try_acquire(cfg, s, 0.0, lease_id="c")
+    assert isinstance(a, Granted) and isinstance(b, Granted)
+    assert isinstance(c, Wait) and c.until is None and c.reason == "2/2 concurrent requests"
+    assert in_flight(s, 0.0) == 2
+    s = release(s, "a")
+    assert in_flight(s, 0.0) == 1 and [lease_id for lease_id, _ in s.leases] == ["b"]
+    assert isinstance(try_acquire(cfg, s, 0.0, lease_id="c")[0], Granted)
+    # finishing a lease twice, or one never granted, gives back nothing that another request holds
+    assert release(s, "a") == s and release(s, "nobody") == s
+    assert in_flight(release(release(s, "b"), "b"), 0.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("deadline", "grace", "expires"),
+    [
+        (None, 30.0, 100.0 + 900.0),  # no deadline known: max_lease_s from the grant
+        (400.0, 30.0, 430.0),  # the request's deadline plus the grace
+        (2000.0, 30.0, 2030.0),  # a deadline beyond max_lease_s wins: healthy requests keep their slot
+        (50.0, 30.0, 130.0),  # a deadline already past: the grace from now
+        (400.0, 0.0, 400.0),
+    ],
+)
+def test_lease_expiry_table(deadline: float | None, grace: float, expires: float) -> None:
+    cfg = QuotaConfig(rpm=600, window_s=1, max_concurrent=1, lease_grace_s=grace)
+    g, s = try_acquire(cfg, QuotaState(), 100.0, lease_id="x", deadline=deadline)
+    assert isinstance(g, Granted) and g.expires_at == expires and g.lease_id == "x"
+    assert s.leases == (("x", expires),)
+    assert in_flight(s, expires - 0.001) == 1
+    assert in_flight(s, expires) == 0  # an expired lease frees its slot
+    # and the next grant, at the expiry, finds the slot free and drops the dead lease
+    again, s2 = try_acquire(cfg, s, expires, lease_id="y")
+    assert isinstance(again, Granted) and [lease_id for lease_id, _ in s2.leases] == ["y"]
+    assert isinstance(try_acquire(cfg, s, expires - 0.001, lease_id="y")[0], Wait)
+
+
+def test_headroom_counts_only_live_leases() -> None:
+    cfg = QuotaConfig(rpm=600, window_s=1, max_concurrent=1)
+    _, s = try_acquire(cfg, QuotaState(), 0.0, lease_id="x", deadline=10.0)
+    assert headroom(cfg, s, 5.0) == 0.0
+    assert headroom(cfg, s, 40.0) == 1.0  # the abandoned lease expired at 10 + 30
+
+
+def test_lease_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="max_lease_s=0"):
+        QuotaConfig(rpm=6, max_lease_s=0)
+    with pytest.raises(ValueError, match="lease_grace_s=-1"):
+        QuotaConfig(rpm=6, lease_grace_s=-1)
+
+
+lease_ops = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=50),
+        st.sampled_from(["acquire", "acquire", "finish", "finish_twice", "finish_unknown", "abandon"]),
+        st.floats(min_value=0, max_value=200),
+    ),
+    max_size=100,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=4), lease_ops)
+def test_invariant_leases_never_exceed_the_cap_and_expire(
+    cap: int, seq: list[tuple[float, str, float]]
+) -> None:
+    """A model of the leases: live ones never exceed the cap; finishing twice or an unknown lease
+    frees nothing; an abandoned (never finished) lease stops counting at its expiry, and a slot is
+    refused only while ``cap`` live leases hold it."""
+    cfg = QuotaConfig(rpm=60_000, window_s=1, max_concurrent=cap, max_lease_s=120)
+    s = QuotaState()
+    now = 0.0
+    model: dict[str, float] = {}  # lease_id -> expires_at, for leases not finished
+    finished: list[str] = []
+    for k, (dt, op, deadline_in) in enumerate(seq):
+        now += dt
+        live = {i: e for i, e in model.items() if e > now}
+        if op == "acquire":
+            deadline = None if deadline_in > 150 else now + deadline_in
+            d, s = try_acquire(cfg, s, now, lease_id=f"l{k}", deadline=deadline)
+            if len(live) < cap:
+                assert isinstance(d, Granted), (live, d)
+                model[f"l{k}"] = d.expires_at
+                assert d.expires_at > now
+            else:
+                assert isinstance(d, Wait) and d.until is None
+        elif op in ("finish", "finish_twice") and model:
+            lease_id = next(iter(model))
+            del model[lease_id]
+            s = release(s, lease_id)
+            finished.append(lease_id)
+            if op == "finish_twice":
+                assert release(s, lease_id) == s
+        elif op == "finish_unknown":
+            before = in_flight(s, now)
+            s = release(s, finished[-1] if finished else "never-granted")
+            assert in_flight(s, now) == before
+        # "abandon": the holder went away without finishing; only time frees its slot
+        live = {i: e for i, e in model.items() if e > now}
+        assert in_flight(s, now) == len(live) <= cap
+        assert len(s.leases) <= cap and {i for i, _ in s.leases} <= set(model)  # small, bounded
+    # long after every deadline, every slot is free again, finished or not
+    later = now + 10_000
+    assert in_flight(s, later) == 0
+    assert isinstance(try_acquire(cfg, s, later, lease_id="z")[0], Granted)
 
 
 def test_429_blocks_until_retry_after_and_halves_rate() -> None:
@@ -129,7 +229,7 @@ def test_additive_recovery_back_to_configured() -> None:
 def test_remaining_zero_blocks_a_window() -> None:
     cfg = QuotaConfig(rpm=600, window_s=1)
     g, s = try_acquire(cfg, QuotaState(), 0.0)
-    assert g == Granted(used=1)
+    assert isinstance(g, Granted) and g.used == 1
     s = on_remaining(cfg, s, 0, 0.0, 1)
     d, _ = try_acquire(cfg, s, 0.5)
     assert isinstance(d, Wait) and d.until == 1.0
@@ -139,7 +239,7 @@ def test_remaining_zero_blocks_a_window() -> None:
 def test_remaining_lower_than_expected_adapts_down_and_negative_is_ignored() -> None:
     cfg = QuotaConfig(rpm=600, window_s=1)  # we believe 10 per second
     ds, s = acquire_n(cfg, QuotaState(), 0.0, 2)
-    assert ds == [Granted(used=1), Granted(used=2)]
+    assert [d.used for d in ds if isinstance(d, Granted)] == [1, 2]
     s2 = on_remaining(cfg, s, 3, 0.0, 2)  # Azure: 2 used, 3 left -> 5 per second
     assert s2.effective_rpm == 300.0
     assert on_remaining(cfg, s, -1, 0.0, 2) is s
@@ -197,24 +297,23 @@ def test_invariant_grants_never_exceed_limit_in_any_window(
     s = QuotaState()
     now = 0.0
     grants: list[tuple[float, float | None]] = []  # (time, effective rpm at grant)
-    held = 0
-    for dt, op, n in seq:
+    held: list[str] = []
+    for k, (dt, op, n) in enumerate(seq):
         now += dt
         if op == "acquire":
-            d, s = try_acquire(cfg, s, now)
+            d, s = try_acquire(cfg, s, now, lease_id=str(k))
             if isinstance(d, Granted):
                 eff = s.effective_rpm or rpm
                 grants.append((now, eff))
-                held += 1
+                held.append(str(k))
                 # sliding check under the limit in force at that grant
                 w = effective_window_s(cfg, eff)
                 assert sum(1 for g, _ in grants if g + w > now) <= allowance(cfg, eff)
-                assert conc is None or held <= conc
+                assert conc is None or len(held) <= conc
             else:
                 assert d.until is None or d.until > now
         elif op == "release" and held:
-            held -= 1
-            s = release(s)
+            s = release(s, held.pop(0))
         elif op == "429":
             s = on_throttled(cfg, s, float(max(n, 0)), now)
         elif op == "remaining":
@@ -235,7 +334,7 @@ def test_remaining_zero_that_agrees_with_our_log_does_not_block_past_the_sliding
     s = QuotaState()
     for i in range(10):
         g, s = try_acquire(cfg, s, i / 10)
-        assert g == Granted(used=i + 1)
+        assert isinstance(g, Granted) and g.used == i + 1
     s = on_remaining(cfg, s, 0, 0.9, 10)
     assert s.effective_rpm is None
     early, _ = try_acquire(cfg, s, 0.95)

@@ -156,6 +156,25 @@ async def test_replicas_never_grant_more_than_the_window_allows(make_store: Make
     assert len((await b.read("dep")).quota.grants) == allowed
 
 
+async def test_a_dead_replicas_concurrency_slot_expires(make_store: MakeStore) -> None:
+    """Replica A takes the deployment's only concurrency slot and dies without releasing it:
+    replica B is refused until the lease expires (deadline + 30 s grace), then gets the slot."""
+    a, b = await make_store(), await make_store()
+    cfg = quota.QuotaConfig(rpm=600, window_s=1.0, max_concurrent=1)
+
+    def take(lease_id: str, now: float) -> Callable[[DeploymentState], tuple[bool, DeploymentState]]:
+        def step(st: DeploymentState) -> tuple[bool, DeploymentState]:
+            decision, q = quota.try_acquire(cfg, st.quota, now, lease_id=lease_id, deadline=NOW + 60)
+            return isinstance(decision, quota.Granted), DeploymentState(quota=q)
+
+        return step
+
+    assert await a.update("dep", take("from-a", NOW))
+    assert not await b.update("dep", take("from-b", NOW + 89))
+    assert await b.update("dep", take("from-b", NOW + 90))
+    assert [lease_id for lease_id, _ in (await a.read("dep")).quota.leases] == ["from-b"]
+
+
 async def test_per_process_stores_each_grant_a_full_window() -> None:
     """The problem shared state solves: two replicas with their own memory store send 2× quota."""
     cfg = quota.QuotaConfig(rpm=60, window_s=10.0)
@@ -305,7 +324,7 @@ states = st.builds(
     quota=st.builds(
         QuotaState,
         grants=st.lists(times, max_size=5).map(tuple),
-        in_flight=ints,
+        leases=st.lists(st.tuples(text, times), max_size=4).map(tuple),
         effective_rpm=opt_times,
         blocked_until=times,
         block_reason=text,
@@ -358,6 +377,28 @@ def test_codec_keeps_minus_infinity_and_defaults() -> None:
         (
             orjson.dumps({**orjson.loads(encode_state(DeploymentState())), "reported_remaining": ["x", 1.0]}),
             "not an integer",
+        ),
+        (  # a version-1 state (an in-flight count, no leases) is refused, not misread as free
+            orjson.dumps({**orjson.loads(encode_state(DeploymentState())), "v": 1}),
+            "codec version 1",
+        ),
+        (
+            orjson.dumps(
+                {
+                    **(d := orjson.loads(encode_state(DeploymentState()))),
+                    "quota": {**d["quota"], "leases": [["a", 1.0, 2.0]]},
+                }
+            ),
+            "unreadable",
+        ),
+        (
+            orjson.dumps(
+                {
+                    **(d := orjson.loads(encode_state(DeploymentState()))),
+                    "quota": {**d["quota"], "leases": [[7, 1.0]]},
+                }
+            ),
+            "not a string",
         ),
     ],
 )

@@ -233,6 +233,42 @@ async def test_cancelled_attempt_releases_quota_and_probe_slot() -> None:
     assert again.deployment == "a"
 
 
+async def test_a_lease_abandoned_without_finish_is_reclaimed_after_its_expiry() -> None:
+    """A replica that dies mid-request never calls ``finish``: its concurrency slot is reclaimed
+    ``lease_grace_s`` (30 s) after the request's deadline, not held for ever; the dead holder's
+    late ``finish`` (had it come) gives back nothing that the next holder holds."""
+    deps = [dep("a", rpm=None, concurrency=1)]
+    s = scheduler(deps)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    lost = await s.acquire("default", ("a",), deadline=t0 + 1, request_deadline=t0 + 60)
+    with pytest.raises(RateLimited):  # held: no finish, not expired
+        await s.acquire("default", ("a",), deadline=t0 + 1, request_deadline=t0 + 60)
+    assert [v.in_flight for v in await s.snapshot()] == [1]
+    await asyncio.sleep(89)
+    assert [v.in_flight for v in await s.snapshot()] == [1]  # healthy until deadline + grace
+    await asyncio.sleep(1)
+    assert [v.in_flight for v in await s.snapshot()] == [0]  # expired at t0 + 90
+    second = await s.acquire("default", ("a",), deadline=loop.time() + 1, request_deadline=loop.time() + 60)
+    assert second.deployment == "a" and second.lease_id != lost.lease_id
+    await s.finish(lost, AttemptResult(status=200))  # too late: harmless
+    assert [v.in_flight for v in await s.snapshot()] == [1]
+    with pytest.raises(RateLimited):
+        await s.acquire("default", ("a",), deadline=loop.time() + 1)
+    await s.finish(second, AttemptResult(status=200))
+    assert [v.in_flight for v in await s.snapshot()] == [0]
+
+
+async def test_a_waiter_gets_the_slot_of_an_abandoned_lease_once_it_expires() -> None:
+    deps = [dep("a", rpm=None, concurrency=1)]
+    s = scheduler(deps)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await s.acquire("default", ("a",), deadline=t0 + 1, request_deadline=t0 + 10)  # never finished
+    got = await s.acquire("default", ("a",), deadline=t0 + 300, request_deadline=t0 + 400)
+    assert got.deployment == "a" and t0 + 40 <= loop.time() <= t0 + 300
+
+
 async def test_a_queued_request_is_woken_when_concurrency_frees() -> None:
     deps = [dep("a", rpm=None, concurrency=1)]
     s = scheduler(deps)

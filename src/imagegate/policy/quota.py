@@ -16,8 +16,16 @@ The model, per deployment:
   counter; and even if it used fixed windows, every fixed window is one of the sliding windows, so
   the sliding rule is safe under both readings. The log holds at most a few entries per window
   (image quotas are small), so we keep exact times instead of approximating.
-* **Concurrency.** ``max_concurrent`` (DALL·E 2's quota is "2 concurrent requests"); ``release``
-  must be called when an attempt ends.
+* **Concurrency, as leases.** ``max_concurrent`` (DALL·E 2's quota is "2 concurrent requests").
+  Each granted request holds a slot as a lease ``(lease_id, expires_at)`` until ``release`` (when
+  the attempt ends) or until the lease expires, whichever is first: a process that dies mid-request
+  (or a task torn down without ``release``) would otherwise hold its slots for ever once the state
+  is shared between replicas. The lease runs to the request's deadline (plus ``lease_grace_s``,
+  for the bookkeeping after a cut-off attempt) or, when the caller knows none, ``max_lease_s``;
+  either must outlast any legitimate request, or a slow healthy request would be counted out and
+  its slot granted twice. Expired leases are dropped whenever the state is evaluated at ``now``;
+  at most ``max_concurrent`` are live, so the state stays small. Without a cap, leases still count
+  what is in flight (for status), bounded by the rate allowance.
 * **Learning (AIMD).** The configured RPM may be wrong (quota changed in the portal, shared with
   another client). A 429 halves the *effective* RPM (at most once per window, so a burst of
   in-flight 429s counts once; by one slot per window when the throttled request took our
@@ -40,6 +48,7 @@ from dataclasses import dataclass, replace
 
 __all__ = [
     "Granted",
+    "Lease",
     "QuotaConfig",
     "QuotaState",
     "Wait",
@@ -48,6 +57,7 @@ __all__ = [
     "effective_window_s",
     "grants_in_window",
     "headroom",
+    "in_flight",
     "on_remaining",
     "on_throttled",
     "release",
@@ -59,6 +69,10 @@ DEFAULT_RECOVER_AFTER_S = 60.0
 DEFAULT_INCREASE_FRACTION = 0.1
 DEFAULT_DECREASE_FACTOR = 0.5
 DEFAULT_MIN_RPM_FRACTION = 0.1
+DEFAULT_MAX_LEASE_S = 900.0  # image requests take seconds to a few minutes; Azure cuts off long before
+DEFAULT_LEASE_GRACE_S = 30.0
+
+Lease = tuple[str, float]  # (lease_id, expires_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +88,8 @@ class QuotaConfig:
     | increase_fraction | additive step, as a fraction of ``rpm`` |
     | decrease_factor | multiplicative cut on a 429 |
     | min_rpm_fraction | the effective RPM never goes below this fraction of ``rpm`` |
+    | max_lease_s | a concurrency slot never released is reclaimed after this long (no deadline known) |
+    | lease_grace_s | with a deadline known, the slot is reclaimed this long after it |
     """
 
     rpm: float
@@ -83,6 +99,8 @@ class QuotaConfig:
     increase_fraction: float = DEFAULT_INCREASE_FRACTION
     decrease_factor: float = DEFAULT_DECREASE_FACTOR
     min_rpm_fraction: float = DEFAULT_MIN_RPM_FRACTION
+    max_lease_s: float = DEFAULT_MAX_LEASE_S
+    lease_grace_s: float = DEFAULT_LEASE_GRACE_S
 
     def __post_init__(self) -> None:
         problems = []
@@ -98,6 +116,10 @@ class QuotaConfig:
             problems.append("min_rpm_fraction and increase_fraction must be in (0, 1]")
         if self.recover_after_s <= 0:
             problems.append(f"recover_after_s={self.recover_after_s!r} must be > 0")
+        if not self.max_lease_s > 0 or not self.lease_grace_s >= 0:
+            problems.append(
+                f"max_lease_s={self.max_lease_s!r} must be > 0 and lease_grace_s={self.lease_grace_s!r} ≥ 0"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -113,10 +135,12 @@ class QuotaConfig:
 
 @dataclass(frozen=True, slots=True)
 class QuotaState:
-    """``grants`` are grant times, oldest first. ``effective_rpm`` None means the configured RPM."""
+    """``grants`` are grant times, oldest first. ``leases`` are the concurrency slots held, as
+    ``(lease_id, expires_at)`` in grant order (some may have expired since; see ``in_flight``).
+    ``effective_rpm`` None means the configured RPM."""
 
     grants: tuple[float, ...] = ()
-    in_flight: int = 0
+    leases: tuple[Lease, ...] = ()
     effective_rpm: float | None = None
     blocked_until: float = -math.inf
     block_reason: str = ""
@@ -126,10 +150,13 @@ class QuotaState:
 
 @dataclass(frozen=True, slots=True)
 class Granted:
-    """Send now. Call ``release`` when the attempt ends, whatever its outcome. ``used`` is how
-    many grants (this one included) the window held at admission; pass it to ``on_remaining``."""
+    """Send now. Call ``release`` with ``lease_id`` when the attempt ends, whatever its outcome
+    (the slot is reclaimed at ``expires_at`` otherwise). ``used`` is how many grants (this one
+    included) the window held at admission; pass it to ``on_remaining``."""
 
     used: int = 1
+    lease_id: str = ""
+    expires_at: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +200,17 @@ def _settle(cfg: QuotaConfig, s: QuotaState, now: float) -> QuotaState:
         eff = None
     horizon = now - cfg.max_window_s
     grants = tuple(g for g in s.grants if g > horizon)
-    return replace(s, grants=grants, effective_rpm=eff, last_change_at=changed)
+    leases = _live(s, now)
+    return replace(s, grants=grants, leases=leases, effective_rpm=eff, last_change_at=changed)
+
+
+def _live(s: QuotaState, now: float) -> tuple[Lease, ...]:
+    return tuple(lease for lease in s.leases if lease[1] > now)
+
+
+def in_flight(s: QuotaState, now: float) -> int:
+    """Concurrency slots held at ``now``: leases neither released nor expired."""
+    return len(_live(s, now))
 
 
 def grants_in_window(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[float, ...]:
@@ -182,8 +219,20 @@ def grants_in_window(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[float
     return tuple(g for g in s.grants if g + window > now)  # same form as `until` below: no float gap
 
 
-def try_acquire(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[Granted | Wait, QuotaState]:
-    """Grant one request slot at ``now`` or say until when to wait."""
+def try_acquire(
+    cfg: QuotaConfig,
+    s: QuotaState,
+    now: float,
+    *,
+    lease_id: str = "",
+    deadline: float | None = None,
+) -> tuple[Granted | Wait, QuotaState]:
+    """Grant one request slot at ``now`` or say until when to wait.
+
+    ``lease_id`` names the concurrency slot for ``release`` (unique among live leases; the caller
+    makes it, e.g. a random id, because several replicas grant from one state). ``deadline`` is the
+    request's own: the slot is reclaimed ``lease_grace_s`` after it, or ``max_lease_s`` from now
+    when None."""
     s = _settle(cfg, s, now)
     if now < s.blocked_until:
         return Wait(until=s.blocked_until, reason=s.block_reason or "blocked"), s
@@ -194,14 +243,22 @@ def try_acquire(cfg: QuotaConfig, s: QuotaState, now: float) -> tuple[Granted | 
     if len(recent) >= allowed:
         until = recent[len(recent) - allowed] + window
         return Wait(until=until, reason=f"{allowed} request(s) per {window:g}s window used ({rpm:g} RPM)"), s
-    if cfg.max_concurrent is not None and s.in_flight >= cfg.max_concurrent:
-        return Wait(until=None, reason=f"{s.in_flight}/{cfg.max_concurrent} concurrent requests"), s
-    return Granted(used=len(recent) + 1), replace(s, grants=(*s.grants, now), in_flight=s.in_flight + 1)
+    if cfg.max_concurrent is not None and len(s.leases) >= cfg.max_concurrent:
+        return Wait(until=None, reason=f"{len(s.leases)}/{cfg.max_concurrent} concurrent requests"), s
+    expires = now + cfg.max_lease_s if deadline is None else max(now, deadline) + cfg.lease_grace_s
+    if expires <= now:  # lease_grace_s = 0 with a deadline already here: hold it for an instant
+        expires = math.nextafter(now, math.inf)
+    granted = Granted(used=len(recent) + 1, lease_id=lease_id, expires_at=expires)
+    return granted, replace(s, grants=(*s.grants, now), leases=(*s.leases, (lease_id, expires)))
 
 
-def release(s: QuotaState) -> QuotaState:
-    """An attempt that was granted has ended (success, failure or cancellation)."""
-    return replace(s, in_flight=max(0, s.in_flight - 1))
+def release(s: QuotaState, lease_id: str) -> QuotaState:
+    """The attempt holding ``lease_id`` has ended (success, failure or cancellation). Releasing a
+    lease twice, an expired one, or one never granted changes nothing (one entry per call)."""
+    for i, lease in enumerate(s.leases):
+        if lease[0] == lease_id:
+            return replace(s, leases=s.leases[:i] + s.leases[i + 1 :])
+    return s
 
 
 def on_throttled(
@@ -282,7 +339,7 @@ def headroom(cfg: QuotaConfig, s: QuotaState, now: float) -> float:
     s = _settle(cfg, s, now)
     if now < s.blocked_until:
         return 0.0
-    if cfg.max_concurrent is not None and s.in_flight >= cfg.max_concurrent:
+    if cfg.max_concurrent is not None and len(s.leases) >= cfg.max_concurrent:
         return 0.0
     rpm = effective_rpm(cfg, s, now)
     allowed = allowance(cfg, rpm)

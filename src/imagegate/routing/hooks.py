@@ -36,7 +36,9 @@ class RoutingHooks:
         # admitted with less time left than the upstream takes is cut off by its read timeout
         # after it was sent (billed, nothing delivered) and wastes a quota slot on the way.
         latest_start = self._deadline - await self._expected_latency_s(names)
-        lease = await self._scheduler.acquire(self._group, names, deadline=latest_start)
+        lease = await self._scheduler.acquire(
+            self._group, names, deadline=latest_start, request_deadline=self._deadline
+        )
         self._leases.setdefault(lease.deployment, []).append(lease)
         return next(d for d in plan if d.name == lease.deployment)
 

@@ -11,6 +11,7 @@ returns the HTTP status (None: no response), the upstream error ``code`` and whe
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -44,14 +45,16 @@ async def begin_probe(scheduler: Scheduler, name: str) -> Lease | None:
     Returns None when there is no room now."""
     now = scheduler.clock()
     qcfg = scheduler.quota_for(name)
+    lease_id = uuid.uuid4().hex
 
     def step(st: DeploymentState) -> tuple[Lease | None, DeploymentState]:
         if qcfg is None:
             return Lease(name, "", probe=False, started_at=now, quota_held=False), st
-        answer, qs = quota.try_acquire(qcfg, st.quota, now)
+        answer, qs = quota.try_acquire(qcfg, st.quota, now, lease_id=lease_id)
         if isinstance(answer, quota.Wait):
             return None, replace(st, quota=qs)
-        return Lease(name, "", probe=False, started_at=now, quota_held=True), replace(st, quota=qs)
+        lease = Lease(name, "", probe=False, started_at=now, quota_held=True, lease_id=lease_id)
+        return lease, replace(st, quota=qs)
 
     return await scheduler.store.update(name, step)
 
@@ -70,7 +73,7 @@ async def finish_probe(
     result = health_policy.interpret(status, upstream_code=upstream_code, timed_out=timed_out)
 
     def step(st: DeploymentState) -> tuple[None, DeploymentState]:
-        qs = quota.release(st.quota) if lease.quota_held else st.quota
+        qs = quota.release(st.quota, lease.lease_id) if lease.quota_held else st.quota
         bs = st.breaker
         if result.verdict == "unhealthy":
             failed = breaker.Outcome(ok=False, status=status, reason=f"probe: {result.reason}")

@@ -26,12 +26,14 @@ clocks: a skew of ``s`` seconds shifts one replica's view of another's grants an
 ``s``, so keep it well below the quota window (1-10 s). A wall-clock step (not a slew) does the
 same once; the memory backend keeps ``time.monotonic``, which never steps.
 
-**Limits.** ``QuotaState.in_flight`` (the ``concurrency`` cap) is shared too, and a replica that
-dies mid-request never releases its slots: they stay counted until no replica has written the key for
-``ttl_s``, which on a busy deployment is never. The breaker's probe slot has a lease (``probe_lease_s``); the
-concurrency slots do not yet. Redis itself is a dependency of every request once configured: when
-it is down, routing answers ``StorageError`` (503) rather than silently falling back to
-per-process state and its N× quota.
+**Limits.** The ``concurrency`` cap is shared too, as leases (``QuotaState.leases``): a replica
+that dies mid-request never releases its slots, so each slot expires on its own, shortly after the
+request's deadline (``QuotaConfig.lease_grace_s``, or ``max_lease_s`` when no deadline is known),
+like the breaker's probe slot (``probe_lease_s``). Until then the dead replica's slots still count:
+a crash costs the deployment that much concurrency for at most one request deadline, not for
+ever. Expiry compares the replicas' wall clocks, so the clock-skew note above applies. Redis
+itself is a dependency of every request once configured: when it is down, routing answers
+``StorageError`` (503) rather than silently falling back to per-process state and its N× quota.
 
 **Codec.** JSON (orjson), field by field, with a version number (``CODEC_VERSION``); no pickle,
 so a Redis write can never execute code and a state written by another version fails loudly
@@ -62,7 +64,7 @@ from imagegate.routing.state import DeploymentState
 __all__ = ["CODEC_VERSION", "RedisStateStore", "decode_state", "encode_state"]
 
 T = TypeVar("T")
-CODEC_VERSION = 1
+CODEC_VERSION = 2  # 2: QuotaState.in_flight (a count) became leases [[id, expires_at], ...]
 DEFAULT_PREFIX = "imagegate:routing"
 DEFAULT_TTL_S = 86_400.0
 DEFAULT_MAX_RETRIES = 50
@@ -124,7 +126,7 @@ def _encode(s: DeploymentState) -> dict[str, Any]:
         },
         "quota": {
             "grants": [_num(g) for g in q.grants],
-            "in_flight": q.in_flight,
+            "leases": [[lease_id, _num(expires)] for lease_id, expires in q.leases],
             "effective_rpm": _opt(q.effective_rpm),
             "blocked_until": _num(q.blocked_until),
             "block_reason": q.block_reason,
@@ -186,7 +188,7 @@ def _decode(d: Mapping[str, Any]) -> DeploymentState:
         ),
         quota=QuotaState(
             grants=tuple(_flt(g) for g in q["grants"]),
-            in_flight=_int(q["in_flight"]),
+            leases=tuple((_str(lease_id), _flt(expires)) for lease_id, expires in q["leases"]),
             effective_rpm=_oflt(q["effective_rpm"]),
             blocked_until=_flt(q["blocked_until"]),
             block_reason=_str(q["block_reason"]),

@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -65,6 +66,7 @@ class Lease:
     started_at: float
     quota_held: bool
     window_used: int = 1  # grants in the quota window at admission (for x-ratelimit learning)
+    lease_id: str = ""  # the quota's concurrency lease (reclaimed at its expiry if never finished)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,9 +209,12 @@ class Scheduler:
 
     # -- admission --------------------------------------------------------------------------
 
-    async def acquire(self, group: str, names: Sequence[str], *, deadline: float) -> Lease:
+    async def acquire(
+        self, group: str, names: Sequence[str], *, deadline: float, request_deadline: float | None = None
+    ) -> Lease:
         """A lease on the first deployment in ``names`` that can take an attempt, waiting fairly
-        (FIFO per ``group``) until ``deadline`` at the latest."""
+        (FIFO per ``group``) until ``deadline`` at the latest. The quota slot is reclaimed shortly
+        after ``request_deadline`` (or the quota's ``max_lease_s``) if ``finish`` never comes."""
         if not names:
             raise NoDeploymentAvailable(f"no deployment can serve {group!r}")
         wid = next(self._ids)
@@ -225,7 +230,9 @@ class Scheduler:
                 blocked: list[Blocked] = []
                 if is_head:
                     for name in names:
-                        got = await self._store.update(name, self._try_take(name, group, now))
+                        got = await self._store.update(
+                            name, self._try_take(name, group, now, request_deadline)
+                        )
                         if isinstance(got, Lease):
                             return got
                         blocked.append(got)
@@ -280,9 +287,10 @@ class Scheduler:
         return deadline
 
     def _try_take(
-        self, name: str, group: str, now: float
+        self, name: str, group: str, now: float, request_deadline: float | None
     ) -> Callable[[DeploymentState], tuple[Lease | Blocked, DeploymentState]]:
         qcfg = self._quota.get(name)
+        lease_id = uuid.uuid4().hex  # unique across replicas sharing the state
 
         def step(st: DeploymentState) -> tuple[Lease | Blocked, DeploymentState]:
             blocked = self._blocked_by_breaker(name, st, now)
@@ -291,7 +299,9 @@ class Scheduler:
             qs = st.quota
             used = 1
             if qcfg is not None:
-                answer, qs = quota.try_acquire(qcfg, st.quota, now)
+                answer, qs = quota.try_acquire(
+                    qcfg, st.quota, now, lease_id=lease_id, deadline=request_deadline
+                )
                 if isinstance(answer, quota.Wait):
                     return Blocked(name, answer.until, answer.reason, health=False), replace(st, quota=qs)
                 used = answer.used
@@ -303,6 +313,7 @@ class Scheduler:
                 started_at=now,
                 quota_held=qcfg is not None,
                 window_used=used,
+                lease_id=lease_id,
             )
             return lease, replace(st, breaker=bs, quota=qs)
 
@@ -374,7 +385,7 @@ class Scheduler:
         qcfg = self._quota.get(lease.deployment)
 
         def step(st: DeploymentState) -> tuple[None, DeploymentState]:
-            qs = quota.release(st.quota) if lease.quota_held else st.quota
+            qs = quota.release(st.quota, lease.lease_id) if lease.quota_held else st.quota
             if result.cancelled:
                 bs = breaker.abandon(st.breaker) if lease.probe else st.breaker
                 return None, replace(st, breaker=bs, quota=qs)
@@ -471,7 +482,7 @@ class Scheduler:
                     effective_rpm=rpm,
                     configured_rpm=qcfg.rpm if qcfg else None,
                     headroom=quota.headroom(qcfg, st.quota, now) if qcfg else 1.0,
-                    in_flight=st.quota.in_flight,
+                    in_flight=quota.in_flight(st.quota, now),
                     latency_s={k: latency.estimate(self._latency, v) for k, v in st.latency.items()},
                     probe=(
                         f"{st.health.last_result.verdict}: {st.health.last_result.reason}"

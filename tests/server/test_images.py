@@ -180,6 +180,20 @@ async def test_stream_sends_partial_then_completed_events(gw: httpx.AsyncClient)
     assert isinstance(final["usage"], dict)
 
 
+async def test_stream_with_idempotency_key_is_refused_before_anything_runs(
+    gw: httpx.AsyncClient, backend: FakeBackend
+) -> None:
+    body = {"prompt": "x", "stream": True}
+    r = await gw.post("/v1/images/generations", json=body, headers={"idempotency-key": "k-1"})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == "Idempotency-Key" and "'k-1'" in error["message"]
+    assert "stream" in error["message"]
+    assert backend.calls == []
+    ok = await gw.post("/v1/images/generations", json=body)  # the same stream without the key runs
+    assert ok.status_code == 200 and len(backend.calls) == 1
+
+
 async def test_stream_error_before_first_event_keeps_its_status(backend: FakeBackend) -> None:
     backend.fail_with = NoDeploymentAvailable("every deployment is open", retry_after_s=3)
     app = make_app(backend)

@@ -118,6 +118,15 @@ class ImageService:
             )
         idem_key = headers.get("idempotency-key")
         if call.stream:
+            if idem_key:
+                # A stream cannot be replayed, and ignoring the key would let the client's retry
+                # buy a second image: refuse before anything is reserved or sent.
+                raise InvalidRequest.for_field(
+                    "Idempotency-Key",
+                    idem_key,
+                    "no Idempotency-Key with stream=true (a stream cannot be "
+                    "replayed); send the request without streaming, or without the header",
+                )
             return await self._stream(call, caller, request_id)
         if not idem_key or self.idempotency is None:
             return await self._run(call, caller, request_id, origin, idem_key)

@@ -37,9 +37,9 @@ import openai
 from imagegate import AsyncImageGate, ImageGateError
 from rig import (
     API_VERSION,
+    DEPS,
     KEY,
     PROMPT,
-    Dep,
     EmulatorProcess,
     Outcome,
     emulator_yaml,
@@ -47,11 +47,6 @@ from rig import (
     offered_load,
 )
 
-DEPS = (
-    Dep("img-eastus2", rpm=600, window_s=1, concurrency=4, region="eastus2"),
-    Dep("img-swedencentral", rpm=600, window_s=1, concurrency=4, region="swedencentral"),
-    Dep("img-westus3", rpm=300, window_s=1, concurrency=2, region="westus3"),
-)
 DEAD = DEPS[0].name
 RATE, DURATION_S, OUTAGE_AT_S = 10.0, 12.0, 3.0
 

@@ -40,9 +40,9 @@ import openai
 from imagegate import AsyncImageGate, ImageGateError, RateLimited
 from rig import (
     API_VERSION,
+    DEPS,
     KEY,
     PROMPT,
-    Dep,
     EmulatorProcess,
     Outcome,
     Run,
@@ -53,11 +53,6 @@ from rig import (
     status_total,
 )
 
-DEPS = (
-    Dep("img-eastus2", rpm=600, window_s=1, concurrency=4, region="eastus2"),
-    Dep("img-swedencentral", rpm=600, window_s=1, concurrency=4, region="swedencentral"),
-    Dep("img-westus3", rpm=300, window_s=1, concurrency=2, region="westus3"),
-)
 MEDIAN_S, P95_S = 0.25, 0.4
 DEADLINE_S = 10.0
 

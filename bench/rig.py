@@ -50,6 +50,15 @@ class Dep:
     model: str = "gpt-image-1"
 
 
+# The three deployments both routing benchmarks load: the 60/60/30 RPM over 10 s windows
+# with time divided by 10 (600/600/300 RPM over 1 s windows), so a 20 s run holds 20 windows.
+DEPS = (
+    Dep("img-eastus2", rpm=600, window_s=1, concurrency=4, region="eastus2"),
+    Dep("img-swedencentral", rpm=600, window_s=1, concurrency=4, region="swedencentral"),
+    Dep("img-westus3", rpm=300, window_s=1, concurrency=2, region="westus3"),
+)
+
+
 def free_port() -> int:
     import socket
 

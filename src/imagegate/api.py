@@ -8,9 +8,10 @@ async with AsyncImageGate.from_config("imagegate.yaml") as gate:   # or .from_en
 ```
 
 This is a composition root: it loads configuration once, builds the one shared
-``httpx.AsyncClient`` (or takes yours), the upstream client and the pipeline, and runs requests
-through it. With no configuration file and no Azure credentials in the environment it uses the
-built-in emulator in-process (``httpx.ASGITransport``, no sockets) and logs that once.
+``httpx.AsyncClient`` (on aiohttp's wire code, ``upstream.transport``; or takes yours), the
+upstream client and the pipeline, and runs requests through it. With no configuration file and
+no Azure credentials in the environment it uses the built-in emulator in-process
+(``httpx.ASGITransport``, no sockets) and logs that once.
 
 ``ImageGate`` runs an ``AsyncImageGate`` on its own event loop in a background thread (an
 ``anyio.from_thread`` blocking portal): each method call is handed to that loop and waited for,
@@ -50,6 +51,7 @@ from imagegate.routing.redis_state import RedisStateStore
 from imagegate.types import Cost, EditRequest, ImageRequest, ImageResult, InputImage, PartialImage
 from imagegate.upstream.auth import CredentialFactory, auth_for, default_credential
 from imagegate.upstream.client import ProbeResult, UpstreamClient
+from imagegate.upstream.transport import pooled_client
 
 __all__ = ["AsyncImageGate", "ImageGate", "ImageInput"]
 
@@ -140,9 +142,7 @@ class AsyncImageGate:
             self._state_store = RedisStateStore.from_url(shared.url, prefix=shared.prefix, ttl_s=shared.ttl_s)
         self._owns_http = http_client is None
         self._http = http_client or (
-            _emulator_client(self.config)
-            if self.config.emulated
-            else httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+            _emulator_client(self.config) if self.config.emulated else pooled_client()
         )
         auth = {d.name: auth_for(d, credential_factory=credential_factory) for d in self.config.deployments}
         self.upstream = UpstreamClient(

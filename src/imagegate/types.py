@@ -7,7 +7,6 @@ They are frozen dataclasses: a stage that changes a request makes a new one
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import io
@@ -170,6 +169,21 @@ class AttemptRecord:
     queued_s: float = 0.0  # how long routing held this attempt back, waiting for quota or a breaker
 
 
+def _size_of(prefix: bytes) -> tuple[int | None, int | None]:
+    """Width and height from the first bytes of an image; ``(None, None)`` when they do not
+    reach the frame header (or the bytes are not an image we can read)."""
+    if not prefix:
+        return None, None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(prefix)) as img:
+            width, height = img.size
+            return width, height
+    except Exception:  # a header we cannot read leaves the size unknown, not an error
+        return None, None
+
+
 def _sniff_format(prefix: bytes) -> str | None:
     if prefix.startswith(b"\x89PNG"):
         return "png"
@@ -180,12 +194,21 @@ def _sniff_format(prefix: bytes) -> str | None:
     return None
 
 
+Base64 = bytes | memoryview
+"""Base64 text as ASCII bytes: a ``memoryview`` when it is a slice of the upstream body."""
+
+_HEAD_B64 = 16 * 1024  # base64 characters decoded to read the header (12 KB of image)
+_HEAD_B64_MORE = 256 * 1024  # a JPEG with large EXIF/ICC segments before its frame header
+
+
 @dataclass(frozen=True, kw_only=True)
 class GeneratedImage:
-    """One generated image. The upstream base64 is kept as received (the gateway can pass it on
-    without re-encoding); ``data`` decodes it once, on first use."""
+    """One generated image. The upstream base64 is kept exactly as received, as ASCII bytes
+    (``b64``; on the gateway's path a zero-copy view into the upstream body), so the gateway
+    can pass it on without decoding, re-encoding or copying it. ``b64_json`` (text) and
+    ``data`` (the decoded image) are made from it on first use."""
 
-    b64_json: str | None = field(default=None, repr=False)
+    b64: Base64 | None = field(default=None, repr=False)
     url: str | None = None
     format: str | None = None
     width: int | None = None
@@ -195,29 +218,32 @@ class GeneratedImage:
     deployment: str | None = None  # the deployment that made it
 
     @functools.cached_property
+    def b64_json(self) -> str | None:
+        """The base64 as text, as the OpenAI API spells it (a copy; the gateway never needs it)."""
+        return None if self.b64 is None else str(self.b64, "utf-8", "replace")
+
+    @functools.cached_property
     def data(self) -> bytes:
-        if self.b64_json is None:
+        if self.b64 is None:
             raise ValueError(f"this image was returned as a URL ({self.url}); download it to get bytes")
-        return base64.b64decode(self.b64_json)
+        return binascii.a2b_base64(self.b64)
 
     @classmethod
-    def from_b64(cls, b64: str, *, revised_prompt: str | None = None) -> GeneratedImage:
+    def from_b64(cls, b64: str | Base64, *, revised_prompt: str | None = None) -> GeneratedImage:
         """Read format and dimensions from the image header without decoding the whole image."""
+        raw: Base64 = b64.encode("ascii") if isinstance(b64, str) else b64
         fmt, width, height = None, None, None
-        head = b64[: 64 * 1024]
-        try:
-            prefix = base64.b64decode(head[: len(head) - len(head) % 4])
-        except (binascii.Error, ValueError):
-            prefix = b""
-        fmt = _sniff_format(prefix)
-        try:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(prefix)) as img:
-                width, height = img.size
-        except Exception:  # a header we cannot read leaves the size unknown, not an error
-            pass
-        return cls(b64_json=b64, format=fmt, width=width, height=height, revised_prompt=revised_prompt)
+        for length in (_HEAD_B64, _HEAD_B64_MORE):
+            head = raw[:length]
+            try:
+                prefix = binascii.a2b_base64(head[: len(head) - len(head) % 4])
+            except (binascii.Error, ValueError):
+                prefix = b""
+            fmt = _sniff_format(prefix)
+            width, height = _size_of(prefix)
+            if width is not None or len(head) < length:
+                break
+        return cls(b64=raw, format=fmt, width=width, height=height, revised_prompt=revised_prompt)
 
     def save(self, path: str | Path) -> Path:
         target = Path(path)

@@ -315,3 +315,56 @@ async def test_sliced_response_sends_zero_copy_slices_with_content_length() -> N
     assert len(chunks) == 4 and chunks[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert all(isinstance(c["body"], memoryview) for c in chunks[:-1])
     assert b"".join(bytes(c["body"]) for c in chunks) == body  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("revised", "n", "usage", "echo"),
+    [
+        (None, 1, True, {"size": "1024x1024", "quality": "low"}),
+        ('a "quoted" fox — ünïcode\n', 3, True, {}),
+        (None, 2, False, {}),
+        ("r", 1, False, {"output_format": "png", "background": None}),
+    ],
+)
+def test_encode_images_is_the_payload_json_without_copying_images(
+    revised: str | None, n: int, usage: bool, echo: dict[str, object]
+) -> None:
+    from dataclasses import replace
+
+    from imagegate.server.responses import encode_images, image_payload
+    from imagegate.types import GeneratedImage, ImageRequest
+
+    body = orjson.dumps({"data": [{"b64_json": PNG_B64}]})  # an upstream body
+    at = body.index(PNG_B64.encode())
+    image = GeneratedImage.from_b64(memoryview(body)[at : at + len(PNG_B64)], revised_prompt=revised)
+    result = FakeBackend()._result(ImageRequest(prompt="x", n=n))
+    result = replace(result, images=(image,) * n, usage=result.usage if usage else None)
+    parts = encode_images(result, echo=echo)
+    assert b"".join(parts) == orjson.dumps(image_payload(result, echo=echo))
+    assert orjson.loads(b"".join(parts))["data"][n - 1]["b64_json"] == PNG_B64
+    # each image is written from the upstream body itself, not from a copy
+    assert sum(1 for p in parts if isinstance(p, memoryview) and p.obj is body) == n
+
+
+async def test_sliced_response_writes_parts_in_slices() -> None:
+    from imagegate.server.responses import SLICE_BYTES, SlicedResponse
+
+    big = bytes(range(256)) * (SLICE_BYTES // 256 + 3)
+    parts = [b'{"a":"', memoryview(big), b'"}']
+    messages: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        messages.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    response = SlicedResponse(parts, media_type="application/json", headers={"x-a": "1"})
+    assert response.body == b"".join(parts)
+    await response({"type": "http"}, receive, send)  # type: ignore[arg-type]
+    start, *chunks = messages
+    headers = dict(start["headers"])  # type: ignore[call-overload]
+    assert headers[b"content-length"] == str(sum(len(p) for p in parts)).encode()
+    assert headers[b"content-type"] == b"application/json" and headers[b"x-a"] == b"1"
+    assert max(len(c["body"]) for c in chunks) <= SLICE_BYTES  # type: ignore[arg-type]
+    assert b"".join(bytes(c["body"]) for c in chunks) == b"".join(parts)  # type: ignore[arg-type]

@@ -1,9 +1,10 @@
 """``ImageResult`` → the OpenAI/Azure images response, as pre-encoded bytes, plus our headers.
 
-Bytes matter here (DESIGN.md, "Moving image bytes"): the upstream base64 string is placed into
-the response as received, encoded exactly once by ``orjson.dumps`` (a straight copy; base64 has
-nothing to escape). Nothing is decoded, re-encoded, logged or hashed on this path; only
-``response_format=url`` decodes each image once, to store it where its URL points.
+Bytes matter here (DESIGN.md, "Moving image bytes"): the upstream base64 is written to the
+client as received, never copied. The body is a list of parts: small JSON pieces (``orjson``)
+around each image's base64, which is a view into the upstream body (``GeneratedImage.b64``;
+base64 has nothing to escape in JSON). Nothing is decoded, re-encoded, logged or hashed on this
+path; only ``response_format=url`` decodes each image once, to store it where its URL points.
 """
 
 from __future__ import annotations
@@ -12,32 +13,72 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from imagegate.types import GeneratedImage, ImageResult, Usage
+from imagegate.types import Base64, GeneratedImage, ImageResult, Usage
 
-__all__ = ["SlicedResponse", "image_payload", "result_headers", "usage_payload"]
+__all__ = ["SlicedResponse", "encode_images", "image_payload", "result_headers", "usage_payload"]
 
 SLICE_BYTES = 256 * 1024
 
+Part = bytes | memoryview
+
 
 class SlicedResponse(Response):
-    """A pre-encoded body sent as zero-copy slices of 256 KB.
+    """A pre-encoded body, given as parts, sent as zero-copy slices of at most 256 KB.
 
-    One ``send`` of a 2 MB body makes the server copy whatever the socket does not take at once
-    into its write buffer (a second copy of the image per slow client). Slices let the server
-    apply flow control between them (uvicorn waits for the buffer to drain), so a response holds
-    about one copy of its body however slow the client is. ``content-length`` is still set.
+    The parts are written as they are (no join: the images in them are views of the upstream
+    bodies). One ``send`` of a 2 MB part makes the server copy whatever the socket does not take
+    at once into its write buffer (a second copy of the image per slow client). Slices let the
+    server apply flow control between them (uvicorn waits for the buffer to drain), so a response
+    holds about one copy of its body however slow the client is. ``content-length`` is set.
     """
+
+    def __init__(
+        self,
+        content: Part | Sequence[Part],
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.parts: tuple[Part, ...] = (
+            (content,) if isinstance(content, bytes | memoryview) else tuple(content)
+        )
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.background = background
+        raw = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in (headers or {}).items()
+            if k.lower() != "content-length"
+        ]
+        raw.append((b"content-length", str(sum(len(part) for part in self.parts)).encode("latin-1")))
+        if self.media_type is not None and all(k != b"content-type" for k, _ in raw):
+            raw.append((b"content-type", self.media_type.encode("latin-1")))
+        self.raw_headers = raw
+
+    @property
+    def body(self) -> bytes:  # type: ignore[override]
+        """The parts joined: a copy, for idempotency replays and tests, never the hot path."""
+        return b"".join(self.parts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        view = memoryview(self.body)
-        for start in range(0, len(view), SLICE_BYTES):
-            await send(
-                {"type": "http.response.body", "body": view[start : start + SLICE_BYTES], "more_body": True}
-            )
+        for part in self.parts:
+            view = memoryview(part)
+            for start in range(0, len(view), SLICE_BYTES):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": view[start : start + SLICE_BYTES],
+                        "more_body": True,
+                    }
+                )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:
             await self.background()
@@ -75,16 +116,44 @@ def image_payload(
     urls: Sequence[str] | None = None,
     echo: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The response body as a dict ready for ``orjson.dumps``. ``urls`` replaces the base64 of
-    each image (``response_format=url``); ``echo`` adds OpenAI's top-level ``size``,
-    ``quality``, ``background``, ``output_format`` when known."""
+    """The response body as a dict (``b64_json`` as text: a copy of each image; the gateway
+    writes ``encode_images`` instead). ``urls`` replaces the base64 of each image
+    (``response_format=url``); ``echo`` adds OpenAI's top-level ``size``, ``quality``,
+    ``background``, ``output_format`` when known."""
     data = [_item(img, urls[i] if urls is not None else None) for i, img in enumerate(result.images)]
-    body: dict[str, Any] = {"created": result.created or int(time.time()), "data": data}
-    if echo:
-        body.update({k: v for k, v in echo.items() if v is not None})
+    return {"created": result.created or int(time.time()), "data": data, **_tail(result, echo)}
+
+
+def _tail(result: ImageResult, echo: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What follows ``data``: the echoed parameters, then ``usage``."""
+    tail: dict[str, Any] = {k: v for k, v in (echo or {}).items() if v is not None}
     if result.usage is not None:
-        body["usage"] = usage_payload(result.usage)
-    return body
+        tail["usage"] = usage_payload(result.usage)
+    return tail
+
+
+def encode_images(
+    result: ImageResult,
+    *,
+    urls: Sequence[str] | None = None,
+    echo: Mapping[str, Any] | None = None,
+) -> list[Part]:
+    """``image_payload``'s JSON as parts for ``SlicedResponse``: each image's base64 is a part
+    of its own, exactly the bytes the upstream sent (``orjson.dumps(image_payload(...))`` has
+    the same content, one copy of every image later)."""
+    if urls is not None or any(image.b64 is None for image in result.images):
+        return [orjson.dumps(image_payload(result, urls=urls, echo=echo))]
+    parts: list[Part] = [b'{"created":%d,"data":[' % (result.created or int(time.time()))]
+    for i, image in enumerate(result.images):
+        b64: Base64 = image.b64  # type: ignore[assignment]  # checked above
+        parts += [b'{"b64_json":"' if i == 0 else b',{"b64_json":"', b64]
+        if image.revised_prompt is not None:
+            parts.append(b'","revised_prompt":' + orjson.dumps(image.revised_prompt) + b"}")
+        else:
+            parts.append(b'"}')
+    tail = _tail(result, echo)
+    parts.append(b"]," + orjson.dumps(tail)[1:] if tail else b"]}")
+    return parts
 
 
 def result_headers(result: ImageResult) -> dict[str, str]:

@@ -43,7 +43,7 @@ from imagegate.server.governance import Caller, Governance, credential_from
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
-from imagegate.server.responses import SlicedResponse, image_payload, result_headers, usage_payload
+from imagegate.server.responses import SlicedResponse, encode_images, result_headers, usage_payload
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
 from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
@@ -277,7 +277,7 @@ class ImageService:
             raise
         record = await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
         urls = await self._store(result, origin) if call.response_format == "url" else None
-        body = orjson.dumps(image_payload(result, urls=urls, echo=_echo(request, result)))
+        body = encode_images(result, urls=urls, echo=_echo(request, result))
         headers = result_headers(result)
         return SlicedResponse(
             body, media_type="application/json", headers=headers, background=BackgroundTask(record)

@@ -10,7 +10,8 @@ Three things live here, all free of I/O so they can be tested with plain values:
 * ``classify``: the ONE function that turns every upstream outcome (a response, or an httpx
   exception) into either a parsed success or an error of the ``errors`` tree. It decides by
   status and the body's ``code`` (never by message text, except to read a retry-after number as a
-  last resort). Bodies are parsed once, with orjson; base64 images are kept as received.
+  last resort). Bodies are parsed once, with orjson, around the base64, which is kept as
+  received: a view of the body, never a Python string (``upstream.image_body``).
 * ``SSEDecoder``: server-sent events of partial-image streaming. Hand-written (about 30 lines)
   because httpx has no SSE parser and the event grammar we need is small.
 """
@@ -41,6 +42,7 @@ from imagegate.errors import (
     UpstreamTimeout,
 )
 from imagegate.types import EditRequest, GeneratedImage, ImageRequest, Usage
+from imagegate.upstream.image_body import parse_images_body
 
 __all__ = [
     "Payload",
@@ -279,16 +281,22 @@ def _from_status(dep: str, status: int, headers: Mapping[str, str], content: byt
     )
 
 
-def _images(data: object) -> tuple[GeneratedImage, ...] | None:
+def _images(data: object, encoded: list[memoryview]) -> tuple[GeneratedImage, ...] | None:
+    """The images of ``data``; ``encoded`` holds, in order, the base64 that
+    ``image_body.parse_images_body`` cut out of the items (now ``b64_json: ""``)."""
     if not isinstance(data, list) or not data:
         return None
     images: list[GeneratedImage] = []
+    pending = iter(encoded)
     for item in data:
         if not isinstance(item, Mapping):
             return None
         revised = item.get("revised_prompt") if isinstance(item.get("revised_prompt"), str) else None
-        if isinstance(item.get("b64_json"), str):
-            images.append(GeneratedImage.from_b64(item["b64_json"], revised_prompt=revised))
+        if item.get("b64_json") == "":
+            b64 = next(pending, None)
+            if b64 is None or not b64:
+                return None
+            images.append(GeneratedImage.from_b64(b64, revised_prompt=revised))
         elif isinstance(item.get("url"), str):
             images.append(GeneratedImage(url=item["url"], revised_prompt=revised))
         else:
@@ -298,10 +306,10 @@ def _images(data: object) -> tuple[GeneratedImage, ...] | None:
 
 def _success(dep: str, response: httpx.Response) -> Payload | ImageGateError:
     try:
-        parsed = orjson.loads(response.content)
+        parsed, encoded = parse_images_body(response.content)
     except orjson.JSONDecodeError:
-        parsed = None
-    images = _images(parsed.get("data")) if isinstance(parsed, Mapping) else None
+        parsed, encoded = None, []
+    images = _images(parsed.get("data"), encoded) if isinstance(parsed, Mapping) else None
     if images is None or not isinstance(parsed, Mapping):
         return UpstreamStatusError(
             f"deployment {dep} answered {response.status_code} with a malformed body",

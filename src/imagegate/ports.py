@@ -182,6 +182,11 @@ class CostRow:
 class Ledger(Protocol):
     async def record(self, entry: LedgerEntry) -> None: ...
 
+    async def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write every entry, all or none (one transaction in SQL). An empty sequence is a no-op.
+        What the write-behind recorder calls once per flush: the per-row cost is the transaction."""
+        ...
+
     async def summarize(
         self, by: CostGroup, *, since: datetime | None = None, until: datetime | None = None
     ) -> list[CostRow]:
@@ -269,6 +274,10 @@ class AuditEvent:
 
 class AuditLog(Protocol):
     async def record(self, event: AuditEvent) -> None: ...
+
+    async def record_many(self, events: Sequence[AuditEvent]) -> None:
+        """Append every event in order, all or none (one transaction in SQL); empty is a no-op."""
+        ...
 
     def export(self, *, since: datetime | None = None) -> AsyncIterator[AuditEvent]: ...
 

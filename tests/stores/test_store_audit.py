@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -78,3 +79,26 @@ def test_json_line() -> None:
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     data = orjson.loads(line)
     assert data["cost_usd"] == "0.5" and data["at"] == "2026-11-24T12:00:00+00:00" and data["id"] == "evt_1"
+
+
+async def test_record_many_keeps_order_and_assigns_ids(stores: Any) -> None:
+    await stores.audit.record(AuditEvent(at=T0, actor_kind="system", action="tick", outcome="first"))
+    batch = [
+        AuditEvent(
+            at=T0 + timedelta(seconds=i),
+            actor_kind="key",
+            actor_id="key_a",
+            action="image.generate",
+            outcome=f"b{i}",
+            request_id=f"req_{i}",
+            cost_usd=Decimal("0.0123456789"),
+            details={"n": 1, "http_status": 200},
+        )
+        for i in range(5)
+    ]
+    await stores.audit.record_many([*batch, replace(batch[0], outcome="given-id", id="evt_given")])
+    await stores.audit.record_many([])
+    events = [e async for e in stores.audit.export()]
+    assert [e.outcome for e in events] == ["first", "b0", "b1", "b2", "b3", "b4", "given-id"]
+    assert len({e.id for e in events}) == 7 and events[-1].id == "evt_given"
+    assert events[1].cost_usd == Decimal("0.012345679") and events[1].details == {"n": 1, "http_status": 200}

@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
+from sqlalchemy import event
+
 from imagegate.ports import CostGroup, EntryKind, LedgerEntry
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -117,3 +120,49 @@ async def test_since_until_and_total(stores: Any) -> None:
     assert await stores.ledger.total(since=T0, until=T0 + timedelta(days=1)) == Decimal("0.09109")
     assert await stores.ledger.total(since=T0 + timedelta(days=5)) == 0
     assert len(await stores.ledger.entries(since=T0 + timedelta(hours=2))) == 1
+
+
+async def test_record_many_writes_what_record_writes(stores: Any) -> None:
+    rows = [
+        request("r1", "key_a", "gpt-image-1", "0.01109", T0),
+        attempt("r1", 1, "swe-1", "0", status="rate_limited"),
+        attempt("r1", 2, "eus-1", "0.01109"),
+        request("r2", "key_b", "dall-e-3", "0.0123456789", T0 + timedelta(hours=1), n=2, exact=False),
+    ]
+    await stores.ledger.record_many(rows)
+    await stores.ledger.record_many([])  # a no-op, not an error
+    back = await stores.ledger.entries()
+    assert sorted((e.request_id, e.kind.value, e.attempt) for e in back) == [
+        ("r1", "attempt", 1),
+        ("r1", "attempt", 2),
+        ("r1", "request", 0),
+        ("r2", "request", 0),
+    ]
+    assert await stores.ledger.total(since=T0) == Decimal("0.023435679")
+    [r2] = await stores.ledger.entries(request_id="r2")
+    assert (r2.n, r2.cost_exact, r2.idempotency_key, r2.latency_ms) == (2, False, "idem-r2", 13_800.5)
+
+
+async def test_record_many_is_all_or_nothing(stores: Any) -> None:
+    naive = request("bad", "key_a", "gpt-image-1", "1", T0.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="aware"):
+        await stores.ledger.record_many([request("ok", "key_a", "gpt-image-1", "1", T0), naive])
+    assert await stores.ledger.entries() == []
+
+
+async def test_record_many_is_one_transaction_in_sql(stores: Any) -> None:
+    engine = getattr(stores, "engine", None)
+    if engine is None:
+        pytest.skip("not a SQL backend")
+    commits: list[object] = []
+
+    def on_commit(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(engine.sync_engine, "commit", on_commit)
+    try:
+        await stores.ledger.record_many([attempt("rt", i, "swe-1", "0.01") for i in range(1, 51)])
+    finally:
+        event.remove(engine.sync_engine, "commit", on_commit)
+    assert len(commits) == 1
+    assert len(await stores.ledger.entries(request_id="rt")) == 50

@@ -161,7 +161,7 @@ class Governance:
         status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
         if self.ledger is not None:
             usage = result.usage if result else None
-            await self.ledger.record(
+            rows = [
                 LedgerEntry(
                     kind=EntryKind.REQUEST,
                     request_id=request_id,
@@ -186,28 +186,29 @@ class Governance:
                     idempotency_key=idempotency_key,
                     finished_at=finished,
                 )
-            )
+            ]
             attempts = result.attempts if result else (error.attempts if error else ())
-            for attempt in attempts:
-                await self.ledger.record(
-                    LedgerEntry(
-                        kind=EntryKind.ATTEMPT,
-                        request_id=request_id,
-                        started_at=started_at,
-                        status=attempt.outcome,
-                        attempt=attempt.number,
-                        cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
-                        cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
-                        error_code=None if attempt.outcome == "ok" else attempt.outcome,
-                        key_id=caller.key_id,
-                        logical_model=request.model,
-                        model=result.model if result else None,
-                        deployment=attempt.deployment,
-                        http_status=attempt.status_code,
-                        latency_ms=attempt.latency_s * 1000,
-                        finished_at=finished,
-                    )
+            rows.extend(
+                LedgerEntry(
+                    kind=EntryKind.ATTEMPT,
+                    request_id=request_id,
+                    started_at=started_at,
+                    status=attempt.outcome,
+                    attempt=attempt.number,
+                    cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
+                    cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
+                    error_code=None if attempt.outcome == "ok" else attempt.outcome,
+                    key_id=caller.key_id,
+                    logical_model=request.model,
+                    model=result.model if result else None,
+                    deployment=attempt.deployment,
+                    http_status=attempt.status_code,
+                    latency_ms=attempt.latency_s * 1000,
+                    finished_at=finished,
                 )
+                for attempt in attempts
+            )
+            await self.ledger.record_many(rows)
         if self.audit is not None:
             await self.audit.record(
                 AuditEvent(

@@ -189,8 +189,12 @@ class MemoryLedger:
         self._entries: list[LedgerEntry] = []
 
     async def record(self, entry: LedgerEntry) -> None:
-        utc_day(entry.started_at)  # same validation as SQL: aware datetimes only
-        self._entries.append(replace(entry, cost_usd=nanos_to_usd(usd_to_nanos(entry.cost_usd))))
+        await self.record_many((entry,))
+
+    async def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        for entry in entries:
+            utc_day(entry.started_at)  # same validation as SQL (aware datetimes), before any write
+        self._entries.extend(replace(e, cost_usd=nanos_to_usd(usd_to_nanos(e.cost_usd))) for e in entries)
 
     def _select(
         self, kind: EntryKind | None, since: datetime | None, until: datetime | None
@@ -289,9 +293,13 @@ class MemoryAuditLog:
         self._events: list[AuditEvent] = []
 
     async def record(self, event: AuditEvent) -> None:
-        if event.cost_usd is not None:
-            event = replace(event, cost_usd=nanos_to_usd(usd_to_nanos(event.cost_usd)))
-        self._events.append(event if event.id else replace(event, id=new_event_id()))
+        await self.record_many((event,))
+
+    async def record_many(self, events: Sequence[AuditEvent]) -> None:
+        for event in events:
+            if event.cost_usd is not None:
+                event = replace(event, cost_usd=nanos_to_usd(usd_to_nanos(event.cost_usd)))
+            self._events.append(event if event.id else replace(event, id=new_event_id()))
 
     async def export(self, *, since: datetime | None = None) -> AsyncIterator[AuditEvent]:
         for event in list(self._events):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,25 @@ __all__ = ["SqlAuditLog"]
 
 _A = audit_events.c
 EXPORT_PAGE = 500
+_INSERT = audit_events.insert()  # compiled once; many rows go through the driver's executemany
+
+
+def _row(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id or new_event_id(),
+        "at": event.at,
+        "actor_kind": event.actor_kind,
+        "actor_id": event.actor_id,
+        "actor_name": event.actor_name,
+        "action": event.action,
+        "target": event.target,
+        "outcome": event.outcome,
+        "request_id": event.request_id,
+        "cost_nanos": None if event.cost_usd is None else usd_to_nanos(event.cost_usd),
+        "prompt": event.prompt,
+        "prompt_sha256": event.prompt_sha256,
+        "details": json.dumps(dict(event.details), sort_keys=True),
+    }
 
 
 @maps_storage_errors("the database")
@@ -30,26 +49,15 @@ class SqlAuditLog:
         self._reader = reader(engine)
 
     async def record(self, event: AuditEvent) -> None:
-        if not event.id:
-            event = replace(event, id=new_event_id())
+        await self.record_many((event,))
+
+    async def record_many(self, events: Sequence[AuditEvent]) -> None:
+        """All events in one transaction and one executemany, in order (``seq`` keeps it)."""
+        if not events:
+            return
+        rows = [_row(event) for event in events]
         async with self._engine.begin() as conn:
-            await conn.execute(
-                audit_events.insert().values(
-                    id=event.id,
-                    at=event.at,
-                    actor_kind=event.actor_kind,
-                    actor_id=event.actor_id,
-                    actor_name=event.actor_name,
-                    action=event.action,
-                    target=event.target,
-                    outcome=event.outcome,
-                    request_id=event.request_id,
-                    cost_nanos=None if event.cost_usd is None else usd_to_nanos(event.cost_usd),
-                    prompt=event.prompt,
-                    prompt_sha256=event.prompt_sha256,
-                    details=json.dumps(dict(event.details), sort_keys=True),
-                )
-            )
+            await conn.execute(_INSERT, rows)
 
     async def export(self, *, since: datetime | None = None) -> AsyncIterator[AuditEvent]:
         """Every event (from ``since``), oldest first, fetched a page at a time."""

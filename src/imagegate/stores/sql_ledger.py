@@ -9,6 +9,7 @@ attempt rows, and neither counts a cost twice.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,6 +27,9 @@ __all__ = ["SqlLedger", "entry_kind_for", "group_label", "utc_day"]
 
 _L = ledger_entries.c
 _FIELDS = [f.name for f in dataclasses.fields(LedgerEntry)]
+# One statement object for every write: with a list of parameter dicts SQLAlchemy compiles it
+# once (and caches that) and hands the rows to the driver's executemany.
+_INSERT = ledger_entries.insert()
 
 
 def entry_kind_for(by: CostGroup) -> EntryKind:
@@ -42,6 +46,14 @@ def group_label(value: str | None) -> str:
     return value if value else "(none)"
 
 
+def _row(entry: LedgerEntry) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(entry, name) for name in _FIELDS}
+    values["kind"] = entry.kind.value
+    values["cost_nanos"] = usd_to_nanos(values.pop("cost_usd"))
+    values["day"] = utc_day(entry.started_at)
+    return values
+
+
 @maps_storage_errors("the database")
 class SqlLedger:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -49,12 +61,15 @@ class SqlLedger:
         self._reader = reader(engine)
 
     async def record(self, entry: LedgerEntry) -> None:
-        values: dict[str, Any] = {name: getattr(entry, name) for name in _FIELDS}
-        values["kind"] = entry.kind.value
-        values["cost_nanos"] = usd_to_nanos(values.pop("cost_usd"))
-        values["day"] = utc_day(entry.started_at)
+        await self.record_many((entry,))
+
+    async def record_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """All rows in one transaction and one executemany (validated before anything is sent)."""
+        if not entries:
+            return
+        rows = [_row(entry) for entry in entries]
         async with self._engine.begin() as conn:
-            await conn.execute(ledger_entries.insert().values(**values))
+            await conn.execute(_INSERT, rows)
 
     async def summarize(
         self, by: CostGroup, *, since: datetime | None = None, until: datetime | None = None

@@ -55,6 +55,7 @@ from imagegate.server.settings import ServerLimits, ServerSettings, settings_fro
 from imagegate.server.state import GatewayState, ModelEntry
 from imagegate.stores.blobs import LocalBlobStore
 from imagegate.stores.ratelimit import KeyRateLimiter, rate_limiter_for
+from imagegate.stores.writebehind import WriteBehind
 
 if TYPE_CHECKING:
     from imagegate.stores.sql import SqlStores
@@ -220,6 +221,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sql = await _open_sql(settings, governance, service) if settings.database_url else None
+        # Ledger and audit writes are queued and batched (off the event loop's per-request
+        # path); readers in this process go through the same objects, so they flush first.
+        writer = (
+            _write_behind(sql, governance, metrics, clock=clock or time.monotonic, sleep=sleep or anyio.sleep)
+            if sql is not None
+            else None
+        )
         try:
             if open_access is None:
                 await _decide_access(governance, settings, bind_host)
@@ -240,6 +248,8 @@ def create_app(
                     # mistaken for, or swallowed as, a cancellation of the shutdown itself
                     await asyncio.wait({prober})
         finally:
+            if writer is not None:
+                await writer.aclose()  # every queued row reaches the database before it closes
             await gate.aclose()
             if isinstance(limiter, KeyRateLimiter):
                 await limiter.aclose()
@@ -264,6 +274,24 @@ async def _open_sql(settings: ServerSettings, governance: Governance, service: I
     governance.audit = stores.audit
     service.idempotency = stores.idempotency
     return stores
+
+
+def _write_behind(
+    sql: SqlStores,
+    governance: Governance,
+    metrics: GatewayMetrics,
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> WriteBehind:
+    """The SQL ledger and audit log behind a write-behind recorder, wired into governance (and
+    so into the admin API, which reads and writes through it). In-memory stores need none: an
+    append costs less than queueing it."""
+    writer = WriteBehind(sql.ledger, sql.audit, clock=clock, sleep=sleep, on_drop=metrics.observe_ledger_drop)
+    governance.ledger = writer.ledger
+    governance.audit = writer.audit
+    metrics.ledger_pending.set_function(lambda: writer.pending)
+    return writer
 
 
 async def _decide_access(governance: Governance, settings: ServerSettings, bind_host: str) -> None:

@@ -8,6 +8,8 @@ For each image request, in this order (each step short-circuits by raising from 
     ── the library pipeline runs (validate, route, upstream attempts) ──
     settle      replace the hold by the actual cost (or release it: nothing was sent)
     record      one ledger row for the request, one per upstream attempt; one audit event
+                (one ``record_many`` call each; over SQL the composition root puts a write-behind
+                recorder, ``stores.writebehind``, behind these ports, so this only queues)
 
 Everything talks to storage through ``imagegate.ports`` Protocols; the composition root picks
 the adapters. With no key store the gateway runs *open* (zero-config on loopback only; see

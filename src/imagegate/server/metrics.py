@@ -117,6 +117,19 @@ class GatewayMetrics:
             "Image requests being served right now.",
             registry=r,
         )
+        self.ledger_pending = Gauge(
+            "imagegate_ledger_pending_rows",
+            "Ledger and audit rows queued by the write-behind recorder, not yet in the database.",
+            registry=r,
+        )
+        self.ledger_dropped = Counter(
+            "imagegate_ledger_dropped_rows",
+            "Ledger/audit rows the write-behind recorder dropped, by table and reason: 'overflow' "
+            "(buffer full while the database failed), 'invalid' (the store refused the row), "
+            "'shutdown' (still failing when the drain timed out).",
+            ["table", "reason"],
+            registry=r,
+        )
 
     # Small typed recorders so callers don't juggle label order.
 
@@ -152,6 +165,9 @@ class GatewayMetrics:
 
     def observe_quota_wait(self, *, deployment: str, wait_s: float) -> None:
         self.quota_wait.labels(deployment).observe(wait_s)
+
+    def observe_ledger_drop(self, table: str, reason: str, rows: int) -> None:
+        self.ledger_dropped.labels(table, reason).inc(rows)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event
 
 from imagegate.ports import CostGroup, EntryKind, LedgerEntry
+from imagegate.stores.sql import sql_stores_for
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -150,10 +151,10 @@ async def test_record_many_is_all_or_nothing(stores: Any) -> None:
     assert await stores.ledger.entries() == []
 
 
-async def test_record_many_is_one_transaction_in_sql(stores: Any) -> None:
-    engine = getattr(stores, "engine", None)
-    if engine is None:
-        pytest.skip("not a SQL backend")
+@pytest.mark.parametrize("sql_engine", ["sqlite", "postgres"], indirect=True)
+async def test_record_many_is_one_transaction_in_sql(sql_engine: Any) -> None:
+    engine = sql_engine
+    ledger = sql_stores_for(engine).ledger
     commits: list[object] = []
 
     def on_commit(conn: object) -> None:
@@ -161,8 +162,8 @@ async def test_record_many_is_one_transaction_in_sql(stores: Any) -> None:
 
     event.listen(engine.sync_engine, "commit", on_commit)
     try:
-        await stores.ledger.record_many([attempt("rt", i, "swe-1", "0.01") for i in range(1, 51)])
+        await ledger.record_many([attempt("rt", i, "swe-1", "0.01") for i in range(1, 51)])
     finally:
         event.remove(engine.sync_engine, "commit", on_commit)
     assert len(commits) == 1
-    assert len(await stores.ledger.entries(request_id="rt")) == 50
+    assert len(await ledger.entries(request_id="rt")) == 50

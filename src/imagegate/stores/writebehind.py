@@ -214,6 +214,15 @@ class WriteBehind:
                 self._start()
         if self._task is not None:
             await asyncio.wait({self._task})
+        if self.pending:  # only if the flusher died of a bug: one last try, then count the loss
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.error("ledger write-behind: the final flush failed (%s)", _describe(exc))
+                for lane in self._lanes:
+                    if lane.rows:
+                        self._dropped(lane, "shutdown", len(lane.rows))
+                        lane.rows.clear()
 
     async def _run(self) -> None:
         failures = 0

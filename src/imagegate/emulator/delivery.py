@@ -55,10 +55,14 @@ STREAM_ERROR = (
 
 
 def server_transport(receive: Receive) -> asyncio.BaseTransport | None:
-    """uvicorn's connection transport behind ``receive``, when there is one."""
+    """uvicorn's connection transport behind ``receive``, when there is one. Recognised by what
+    it can do (``abort``/``close``), not by class: uvloop's transports are not subclasses of
+    ``asyncio.BaseTransport``, and the emulator must drop connections under either loop."""
     owner = getattr(receive, "__self__", None)
     transport = getattr(owner, "transport", None)
-    return transport if isinstance(transport, asyncio.BaseTransport) else None
+    if isinstance(transport, asyncio.BaseTransport) or callable(getattr(transport, "abort", None)):
+        return transport
+    return None
 
 
 async def drop_connection(receive: Receive, *, started: bool) -> None:

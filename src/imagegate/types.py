@@ -169,6 +169,14 @@ class AttemptRecord:
     queued_s: float = 0.0  # how long routing held this attempt back, waiting for quota or a breaker
 
 
+def _png_size(prefix: bytes) -> tuple[int | None, int | None]:
+    """A PNG's size from its IHDR chunk, which the format puts first (PNG spec 5.2, 11.2.2):
+    the gpt-image default, read on every response without opening Pillow."""
+    if prefix.startswith(b"\x89PNG\r\n\x1a\n") and prefix[12:16] == b"IHDR" and len(prefix) >= 24:
+        return int.from_bytes(prefix[16:20], "big"), int.from_bytes(prefix[20:24], "big")
+    return None, None
+
+
 def _size_of(prefix: bytes) -> tuple[int | None, int | None]:
     """Width and height from the first bytes of an image; ``(None, None)`` when they do not
     reach the frame header (or the bytes are not an image we can read)."""
@@ -197,6 +205,7 @@ def _sniff_format(prefix: bytes) -> str | None:
 Base64 = bytes | memoryview
 """Base64 text as ASCII bytes: a ``memoryview`` when it is a slice of the upstream body."""
 
+_HEAD_B64_PNG = 44  # a PNG's signature and IHDR chunk: 33 bytes, read without Pillow
 _HEAD_B64 = 16 * 1024  # base64 characters decoded to read the header (12 KB of image)
 _HEAD_B64_MORE = 256 * 1024  # a JPEG with large EXIF/ICC segments before its frame header
 
@@ -233,14 +242,14 @@ class GeneratedImage:
         """Read format and dimensions from the image header without decoding the whole image."""
         raw: Base64 = b64.encode("ascii") if isinstance(b64, str) else b64
         fmt, width, height = None, None, None
-        for length in (_HEAD_B64, _HEAD_B64_MORE):
+        for length in (_HEAD_B64_PNG, _HEAD_B64, _HEAD_B64_MORE):
             head = raw[:length]
             try:
                 prefix = binascii.a2b_base64(head[: len(head) - len(head) % 4])
             except (binascii.Error, ValueError):
                 prefix = b""
             fmt = _sniff_format(prefix)
-            width, height = _size_of(prefix)
+            width, height = _png_size(prefix) if length == _HEAD_B64_PNG else _size_of(prefix)
             if width is not None or len(head) < length:
                 break
         return cls(b64=raw, format=fmt, width=width, height=height, revised_prompt=revised_prompt)

@@ -106,3 +106,26 @@ bodies = st.fixed_dictionaries(
 @given(bodies, st.booleans())
 def test_any_body_agrees_with_orjson(body: dict[str, Any], indent: bool) -> None:
     check(orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_image_header_gives_format_and_size_without_decoding_all(fmt: str) -> None:
+    import io
+
+    from PIL import Image
+
+    from imagegate.types import GeneratedImage
+
+    out = io.BytesIO()
+    extra = {"exif": b"Exif\x00\x00" + b"\x00" * 60_000} if fmt == "JPEG" else {}  # SOF past 48 KB
+    Image.new("RGB", (1536, 1024), (10, 20, 30)).save(out, fmt, **extra)
+    image = GeneratedImage.from_b64(memoryview(base64.b64encode(out.getvalue())))
+    assert (image.format, image.width, image.height) == (fmt.lower(), 1536, 1024)
+    assert image.data == out.getvalue() and image.b64_json == base64.b64encode(out.getvalue()).decode()
+
+
+def test_unreadable_header_leaves_size_unknown() -> None:
+    from imagegate.types import GeneratedImage
+
+    image = GeneratedImage.from_b64(b"bm90IGFuIGltYWdl")  # "not an image"
+    assert (image.format, image.width, image.height) == (None, None, None)

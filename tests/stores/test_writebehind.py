@@ -26,6 +26,13 @@ T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 PROMPT = "a secret prompt about a red fox"
 
 
+def dropped_rows(metrics: GatewayMetrics, reason: str) -> float | None:
+    """What ``imagegate_ledger_dropped_rows_total`` counted for the ledger table and ``reason``."""
+    return metrics.registry.get_sample_value(
+        "imagegate_ledger_dropped_rows_total", {"table": "ledger", "reason": reason}
+    )
+
+
 class FakeTime:
     """``clock``/``sleep`` for the recorder. ``auto=True``: a sleep moves the clock and returns."""
 
@@ -187,10 +194,7 @@ async def test_beyond_the_bound_the_oldest_are_dropped_logged_and_counted(
         writer.submit(entries_of("r1"))  # 6 rows > 5: the oldest goes
         writer.submit(entries_of("r2"))  # 9 rows > 5: three more
     assert writer.pending == 5
-    dropped = metrics.registry.get_sample_value(
-        "imagegate_ledger_dropped_rows_total", {"table": "ledger", "reason": "overflow"}
-    )
-    assert dropped == 4
+    assert dropped_rows(metrics, "overflow") == 4
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "dropped" in errors[0].getMessage()  # one line per write attempt
     await time.advance()  # the backoff ends; the store works again
@@ -230,12 +234,7 @@ async def test_a_row_the_store_refuses_does_not_block_the_others() -> None:
     writer.submit([*entries_of("r1", attempts=0), naive, *entries_of("r2", attempts=0)])
     await time.advance()
     assert sorted(await request_ids(writer)) == ["r1", "r2"] and writer.pending == 0
-    assert (
-        metrics.registry.get_sample_value(
-            "imagegate_ledger_dropped_rows_total", {"table": "ledger", "reason": "invalid"}
-        )
-        == 1
-    )
+    assert dropped_rows(metrics, "invalid") == 1
 
 
 async def test_close_drains_everything_then_refuses_new_rows() -> None:
@@ -274,12 +273,7 @@ async def test_close_retries_a_failing_store_until_the_drain_timeout() -> None:
     ledger2.fail = 1_000  # never comes back: given up after the timeout, and counted
     await writer2.aclose()
     assert ledger2.batches == [] and writer2.pending == 0
-    assert (
-        metrics.registry.get_sample_value(
-            "imagegate_ledger_dropped_rows_total", {"table": "ledger", "reason": "shutdown"}
-        )
-        == 3
-    )
+    assert dropped_rows(metrics, "shutdown") == 3
 
 
 async def test_close_cuts_a_backoff_short() -> None:

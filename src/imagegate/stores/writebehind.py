@@ -176,6 +176,13 @@ class WriteBehind:
                 }[reason],
             )
 
+    def _drop_all(self, reason: str) -> None:
+        """Give up every queued row (counted and logged per table)."""
+        for lane in self._lanes:
+            if lane.rows:
+                self._dropped(lane, reason, len(lane.rows))
+                lane.rows.clear()
+
     def _start(self) -> None:
         if self._task is not None and self._task.done() and not self._task.cancelled():
             exc = self._task.exception()
@@ -219,10 +226,7 @@ class WriteBehind:
                 await self.flush()
             except Exception as exc:
                 log.error("ledger write-behind: the final flush failed (%s)", _describe(exc))
-                for lane in self._lanes:
-                    if lane.rows:
-                        self._dropped(lane, "shutdown", len(lane.rows))
-                        lane.rows.clear()
+                self._drop_all("shutdown")
 
     async def _run(self) -> None:
         failures = 0
@@ -239,10 +243,7 @@ class WriteBehind:
             if self._closing:
                 left = self._drain_deadline - self._clock()
                 if left <= 0:
-                    for lane in self._lanes:
-                        if lane.rows:
-                            self._dropped(lane, "shutdown", len(lane.rows))
-                            lane.rows.clear()
+                    self._drop_all("shutdown")
                     return
                 await self._sleep(min(delay, left))
             else:

@@ -294,7 +294,7 @@ def _images(data: object, encoded: list[memoryview]) -> tuple[GeneratedImage, ..
         revised = item.get("revised_prompt") if isinstance(item.get("revised_prompt"), str) else None
         if item.get("b64_json") == "":
             b64 = next(pending, None)
-            if b64 is None or not b64:
+            if not b64:  # none left, or an empty string: no image
                 return None
             images.append(GeneratedImage.from_b64(b64, revised_prompt=revised))
         elif isinstance(item.get("url"), str):

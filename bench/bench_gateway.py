@@ -9,8 +9,8 @@ JSON), each at 1, 16 and 64 concurrent requests, all on 127.0.0.1:
 * ``gateway`` ``imagegate serve`` (its own process, open mode, upstream = the emulator)
 
 Printed from one run: p50/p95 latency, the p50 the proxy adds over ``direct`` at the same
-concurrency, CPU seconds per request of the proxy process(es), the gateway/nginx ratios, and the
-gateway's peak RSS during the 64-concurrent run. Targets (issue 5): added p50 ≤ 5 ms at 16
+concurrency, CPU seconds per request of the proxy process(es) (and the kernel's part of it), the
+gateway/nginx ratios, and the gateway's peak RSS during the 64-concurrent run. Targets (issue 5): added p50 ≤ 5 ms at 16
 concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
 
     .venv/bin/python bench/bench_gateway.py [--quick] [--pin]
@@ -217,8 +217,9 @@ def start_nginx(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes] 
     return proc, f"http://127.0.0.1:{port}"
 
 
-def cpu_s(pids: list[int]) -> float:
-    total = 0.0
+def cpu_s(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process trees."""
+    user = system = 0.0
     for pid in pids:
         try:
             proc = psutil.Process(pid)
@@ -228,10 +229,11 @@ def cpu_s(pids: list[int]) -> float:
         for p in procs:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                user += t.user
+                system += t.system
             except psutil.NoSuchProcess:
                 pass
-    return total
+    return user, system
 
 
 class RssSampler:
@@ -265,6 +267,7 @@ class RssSampler:
 class Run:
     latencies_s: list[float]
     cpu_per_request_s: float
+    sys_per_request_s: float  # the kernel's part of cpu_per_request_s
     bytes_per_response: int
 
 
@@ -297,10 +300,11 @@ async def load(
                 queue.get_nowait()
                 results.append(await one())
 
-        before = cpu_s(pids)
+        user0, sys0 = cpu_s(pids)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        used = cpu_s(pids) - before
-    return Run([r[0] for r in results], used / total, results[0][1])
+        user1, sys1 = cpu_s(pids)
+    used, kernel = (user1 - user0) + (sys1 - sys0), sys1 - sys0
+    return Run([r[0] for r in results], used / total, kernel / total, results[0][1])
 
 
 def merge(total: Run | None, more: Run) -> Run:
@@ -308,7 +312,8 @@ def merge(total: Run | None, more: Run) -> Run:
         return more
     n, m = len(total.latencies_s), len(more.latencies_s)
     cpu = (total.cpu_per_request_s * n + more.cpu_per_request_s * m) / (n + m)
-    return Run(total.latencies_s + more.latencies_s, cpu, total.bytes_per_response)
+    kernel = (total.sys_per_request_s * n + more.sys_per_request_s * m) / (n + m)
+    return Run(total.latencies_s + more.latencies_s, cpu, kernel, total.bytes_per_response)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -389,7 +394,8 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
         f"{placement}"
     )
     print(
-        f"{'target':8s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'added p50 ms':>13s} {'CPU ms/req':>11s}"
+        f"{'target':8s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'added p50 ms':>13s} "
+        f"{'CPU ms/req':>11s} {'of it sys':>9s}"
     )
     for level in LEVELS:
         base = statistics.median(results[("direct", level)].latencies_s)
@@ -398,9 +404,10 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
             p50 = statistics.median(run.latencies_s)
             added = "" if name == "direct" else f"{(p50 - base) * 1000:13.2f}"
             cpu = "" if name == "direct" else f"{run.cpu_per_request_s * 1000:11.2f}"
+            kernel = "" if name == "direct" else f"{run.sys_per_request_s * 1000:9.2f}"
             print(
                 f"{name:8s} {level:4d} {p50 * 1000:8.2f} {pct(run.latencies_s, 0.95) * 1000:8.2f} "
-                f"{added:>13s} {cpu:>11s}"
+                f"{added:>13s} {cpu:>11s} {kernel:>9s}"
             )
     if "nginx" in targets:
         print("\ngateway vs nginx (same run):")

@@ -39,6 +39,7 @@ from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore,
 from imagegate.server.deployments import run_gateway_prober, status_source
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.governance import Governance
+from imagegate.server.heap import keep_large_blocks
 from imagegate.server.library import LibraryBackend
 from imagegate.server.logconfig import configure_logging
 from imagegate.server.metrics import GatewayMetrics
@@ -319,6 +320,7 @@ def app_from_environ(environ: Mapping[str, str] | None = None) -> FastAPI:
     """The uvicorn factory: configuration and server settings from the environment, once."""
     env: Mapping[str, Any] = os.environ if environ is None else environ
     configure_logging(env.get("IMAGEGATE_LOG_LEVEL", "info"))
+    keep_large_blocks(env)
     config = load(None, env)
     settings = settings_from_environ(env)
     return create_app(config, settings=settings, bind_host=env.get("IMAGEGATE_BIND_HOST", "127.0.0.1"))

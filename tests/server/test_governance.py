@@ -135,6 +135,19 @@ async def test_ledger_has_request_and_attempt_rows_and_audit_has_event(
     assert events[0].prompt is None and events[0].prompt_sha256
 
 
+async def test_a_request_naming_no_model_is_recorded_under_the_default(
+    gw: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    # `imagegate costs --by model` groups by this column: an empty one showed as "(none)"
+    key = await _key(stores)
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
+    assert r.status_code == 200
+    rows = await stores.ledger.entries(request_id=r.headers["x-request-id"])
+    assert rows and {e.logical_model for e in rows} == {"default"}
+    events = [e async for e in stores.audit.export()]
+    assert [e.target for e in events] == ["default"]
+
+
 async def test_failed_upstream_keeps_estimate_on_the_budget(
     gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
 ) -> None:

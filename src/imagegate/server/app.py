@@ -182,6 +182,7 @@ def create_app(
         budgets=budgets or memory.budgets,
         ledger=ledger or memory.ledger,
         audit=audit or memory.audit,
+        default_model=config.default_model,
     )
     metrics = GatewayMetrics()
     service = ImageService(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from imagegate.config import DEFAULT_GROUP
 from imagegate.errors import AuthenticationError, ImageGateError, UpstreamFailed
 from imagegate.policy.budget import BudgetSpec
 from imagegate.policy.keys import RequestScope, authorize
@@ -87,6 +88,7 @@ class Governance:
     audit: AuditLog | None = None
     global_budgets: tuple[BudgetSpec, ...] = ()
     now: Callable[[], datetime] = field(default=_utcnow)
+    default_model: str = DEFAULT_GROUP  # recorded as the logical model of requests naming none
 
     @property
     def open(self) -> bool:
@@ -160,6 +162,7 @@ class Governance:
         http_status: int,
     ) -> None:
         finished = self.now()
+        logical_model = request.model or self.default_model
         status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
         if self.ledger is not None:
             usage = result.usage if result else None
@@ -172,7 +175,7 @@ class Governance:
                     cost_usd=cost_usd,
                     cost_exact=cost_exact,
                     key_id=caller.key_id,
-                    logical_model=request.model,
+                    logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=result.deployment if result else None,
                     region=result.region if result else None,
@@ -201,7 +204,7 @@ class Governance:
                     cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
                     error_code=None if attempt.outcome == "ok" else attempt.outcome,
                     key_id=caller.key_id,
-                    logical_model=request.model,
+                    logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=attempt.deployment,
                     http_status=attempt.status_code,
@@ -220,7 +223,7 @@ class Governance:
                     outcome=status if error is None else error.code,
                     actor_id=caller.key_id,
                     actor_name=caller.key_name,
-                    target=request.model,
+                    target=logical_model,
                     request_id=request_id,
                     cost_usd=cost_usd,
                     prompt_sha256=hashlib.sha256(request.prompt.encode()).hexdigest(),

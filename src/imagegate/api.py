@@ -8,7 +8,7 @@ async with AsyncImageGate.from_config("imagegate.yaml") as gate:   # or .from_en
 ```
 
 This is a composition root: it loads configuration once, builds the one shared
-``httpx.AsyncClient`` (on aiohttp's wire code, ``upstream.transport``; or takes yours), the
+``httpx.AsyncClient`` (on ``upstream.transport``'s HTTP/1.1 connections; or takes yours), the
 upstream client and the pipeline, and runs requests through it. With no configuration file and
 no Azure credentials in the environment it uses the built-in emulator in-process
 (``httpx.ASGITransport``, no sockets) and logs that once.

@@ -1,4 +1,4 @@
-"""``upstream.transport.AiohttpTransport`` over real loopback sockets, against the emulator under
+"""``upstream.transport.Http11Transport`` over real loopback sockets, against the emulator under
 uvicorn: what it raises decides whether a request may be resent (``azure.classify``), so each
 failure is provoked on the wire and checked against what the emulator counted."""
 
@@ -19,7 +19,7 @@ from imagegate.emulator import create_emulator_app
 from imagegate.emulator.config import default_emulator_config
 from imagegate.emulator.serve import EmulatorServer, free_port
 from imagegate.types import ImageResult
-from imagegate.upstream.transport import AiohttpTransport, pooled_client
+from imagegate.upstream.transport import Http11Transport, pooled_client
 
 pytestmark = pytest.mark.e2e
 
@@ -64,11 +64,11 @@ async def test_json_body_read_whole_and_connection_reused(
     assert first.headers["apim-request-id"] != second.headers["apim-request-id"]
     assert int(first.headers["content-length"]) == len(first.content)
     transport = client._transport
-    assert isinstance(transport, AiohttpTransport)
-    session = transport._session
-    assert session is not None and session.connector is not None
+    assert isinstance(transport, Http11Transport)
+    pool = transport._pool
+    assert pool is not None
     # both requests went over one pooled keep-alive connection
-    assert sum(len(v) for v in session.connector._conns.values()) == 1
+    assert sum(len(v) for v in pool.idle.values()) == 1
 
 
 async def test_error_status_and_body_pass_through(server: EmulatorServer, client: httpx.AsyncClient) -> None:
@@ -155,9 +155,9 @@ async def test_multipart_edit_upload(server: EmulatorServer, tmp_path: Path) -> 
 
 
 def test_one_transport_across_event_loops(server: EmulatorServer) -> None:
-    """aiohttp binds a session to its loop: a transport closed with its client in one loop
-    serves again from another (``ImageGate`` runs its loop in a thread)."""
-    transport = AiohttpTransport()
+    """Connections belong to a loop: a transport closed with its client in one loop serves
+    again from another (``ImageGate`` runs its loop in a thread)."""
+    transport = Http11Transport()
 
     async def once() -> int:
         async with httpx.AsyncClient(transport=transport) as http:

@@ -1,30 +1,31 @@
-"""The upstream HTTP transport: httpx's API on aiohttp's wire code.
+"""The upstream HTTP transport: httpx's API on ``upstream.http11``'s connections.
 
 Everything above this module speaks ``httpx`` (``httpx.AsyncClient`` is the seam: tests hand in
-``MockTransport`` or ``ASGITransport``). This is the transport the production client uses for
-sockets. Why not httpx's own (httpcore + h11): an image response is 1-10 MB, and httpcore reads
-it 64 KB at a time through h11's pure-Python event machinery and an anyio cancel scope per read;
-measured on a 2.2 MB body that is ~10 ms of CPU per response against ~3 ms for aiohttp, whose
-parser is C (llhttp) and whose protocol buffers the body without a Python call per chunk
-(``bench/bench_gateway.py`` shows the difference end to end). Why not the ``httpx-aiohttp``
-package: it maps ``aiohttp.ClientConnectionError`` (which includes a connection reset *after*
-the request was sent) to ``httpx.ConnectTimeout``, i.e. "not sent, safe to resend", and a
-resent image generation is a second bill. Here the mapping follows what was on the wire:
+``MockTransport`` or ``ASGITransport``). ``Http11Transport`` is the transport the production
+client uses for sockets: a pool of ``http11.Connection`` per origin (scheme, host, port), which
+read a ``content-length`` body straight into one buffer of its size (why: ``http11``'s
+docstring). httpcore + h11 spent ~10 ms of CPU per 2.2 MB body and aiohttp 3.4 ms, most of it
+copying; this transport moves the same body with no copy on the way in.
 
-=====================================================  ==========================  ============
-aiohttp raised                                         httpx raised                sent?
-=====================================================  ==========================  ============
-``ClientConnectorError`` (DNS, refused, TLS, certs)    ``ConnectError``            no
-``ConnectionTimeoutError`` (pool wait or connect)      ``ConnectTimeout``          no
-``SocketTimeoutError`` / other ``ServerTimeoutError``  ``ReadTimeout``             yes
-``ClientPayloadError`` (body cut short, bad chunking)  ``ReadError``               yes
-``ServerDisconnectedError``, ``ClientOSError``, ...    ``RemoteProtocolError``     maybe: yes
-=====================================================  ==========================  ============
+Errors are mapped by what was on the wire, because that decides whether a request may be resent
+(``azure.classify``; a resent image generation is a second bill):
 
-Bodies: an event stream (``text/event-stream``) is handed on chunk by chunk as it arrives; any
-other body is read whole in one buffer (no list of chunks to join), which is what
-``httpx.AsyncClient.send`` would build anyway. aiohttp has no write timeout (httpx's ``write``
-is not applied); a stalled upload ends at the read timeout, as "sent".
+=========================================================  ==========================  ========
+what happened                                              httpx raised                sent?
+=========================================================  ==========================  ========
+DNS, refused, unreachable, TLS handshake or certificate    ``ConnectError``            no
+connect took longer than ``connect``                       ``ConnectTimeout``          no
+no free connection within ``pool``                         ``PoolTimeout``             no
+upload not written within ``write``                        ``WriteTimeout``            maybe
+nothing read for ``read`` while a response was due         ``ReadTimeout``             yes
+closed or reset before a response head                     ``RemoteProtocolError``     maybe
+malformed head, chunk size or length                       ``RemoteProtocolError``     yes
+closed or reset mid-body                                   ``ReadError``               yes
+=========================================================  ==========================  ========
+
+Messages name the failure's class, never URLs or headers. ``max_connections`` bounds the
+requests in flight; up to ``max_keepalive_connections`` idle connections are kept per origin for
+``keepalive_expiry`` seconds. Pools are per event loop (``ImageGate`` runs its loop in a thread).
 """
 
 from __future__ import annotations
@@ -34,135 +35,197 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import httpx
-from yarl import URL
 
-__all__ = ["AiohttpTransport", "UpstreamHTTPClient", "pooled_client"]
+from imagegate.upstream import http11
 
-_EVENT_STREAM = "text/event-stream"
+__all__ = ["Http11Transport", "UpstreamHTTPClient", "pooled_client"]
+
+_Origin = tuple[str, str, int]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @contextlib.contextmanager
 def _mapped(request: httpx.Request) -> Iterator[None]:
-    """Re-raise aiohttp's exceptions as the httpx exceptions ``upstream.azure.classify`` reads."""
+    """Re-raise the wire's exceptions as the httpx ones ``upstream.azure.classify`` reads."""
     try:
         yield
-    except aiohttp.ClientConnectorError as exc:  # before anything was sent
-        raise httpx.ConnectError(_describe(exc), request=request) from exc
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise httpx.ConnectTimeout(_describe(exc), request=request) from exc
-    except TimeoutError as exc:  # aiohttp.ServerTimeoutError (sock_read) is one
-        raise httpx.ReadTimeout(_describe(exc), request=request) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise httpx.ReadError(_describe(exc), request=request) from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx.UnsupportedProtocol(_describe(exc), request=request) from exc
-    except (aiohttp.ClientError, OSError) as exc:  # disconnected/reset: possibly after sending
-        raise httpx.RemoteProtocolError(_describe(exc), request=request) from exc
+    except http11.ReadTimedOut as exc:
+        raise httpx.ReadTimeout("read timed out", request=request) from exc
+    except http11.WriteTimedOut as exc:
+        raise httpx.WriteTimeout("write timed out", request=request) from exc
+    except http11.PeerClosed as exc:
+        if exc.got_head:
+            raise httpx.ReadError("connection closed mid-body", request=request) from exc
+        raise httpx.RemoteProtocolError("server disconnected without a response", request=request) from exc
+    except http11.ProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+    except OSError as exc:  # reset while writing or reading: after sending
+        raise httpx.ReadError(f"connection failed: {type(exc).__name__}", request=request) from exc
 
 
-def _describe(exc: BaseException) -> str:
-    """The exception's class (never its text: aiohttp puts URLs and headers in some messages)."""
-    return f"aiohttp {type(exc).__name__}"
+class _Pool:
+    """Idle connections per origin, and the bound on requests in flight, for one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limits: httpx.Limits) -> None:
+        self.loop = loop
+        self.slots = asyncio.Semaphore(limits.max_connections or 2**31)
+        self.keep = (
+            limits.max_keepalive_connections if limits.max_keepalive_connections is not None else 2**31
+        )
+        self.expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
+        self.idle: dict[_Origin, list[http11.Connection]] = {}
+
+    def take_idle(self, origin: _Origin) -> http11.Connection | None:
+        idle = self.idle.get(origin)
+        now = self.loop.time()
+        while idle:
+            conn = idle.pop()  # the most recently used: the least likely to have been closed
+            if not conn.closed and now - conn.idle_since < self.expiry:
+                return conn
+            conn.close()
+        return None
+
+    def put_idle(self, origin: _Origin, conn: http11.Connection) -> None:
+        idle = self.idle.setdefault(origin, [])
+        now = self.loop.time()
+        for old in [c for c in idle if c.closed or now - c.idle_since >= self.expiry]:
+            idle.remove(old)
+            old.close()
+        if len(idle) >= self.keep:
+            conn.close()
+            return
+        conn.idle_since = now
+        idle.append(conn)
+
+    def close(self) -> None:
+        for idle in self.idle.values():
+            for conn in idle:
+                conn.close()
+        self.idle.clear()
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
+    """A response body: read whole (``content-length``) or piece by piece, then the connection
+    goes back to the pool, or is closed when it cannot carry another exchange."""
+
+    def __init__(self, pool: _Pool, origin: _Origin, conn: http11.Connection, request: httpx.Request) -> None:
+        self._pool, self._origin, self._conn, self._request = pool, origin, conn, request
+        self._released = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _mapped(self._request):
-            if _EVENT_STREAM in self._response.headers.get("content-type", ""):
-                async for chunk in self._response.content.iter_any():
-                    yield chunk
+            if self._conn.whole_body:
+                body = await self._conn.read_body()
+                if body:
+                    yield bytes(body)  # the one copy: httpx's ``content`` is bytes
             else:
-                yield await self._response.read()
+                while (piece := await self._conn.read_piece()) is not None:
+                    yield piece
 
     async def aclose(self) -> None:
-        # A body read to the end returns its connection to the pool; one abandoned half-way
-        # cannot be reused (the rest of it is still on the wire), so it is closed.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        if self._released:
+            return
+        self._released = True
+        if self._conn.reusable:
+            self._pool.put_idle(self._origin, self._conn)
+        else:  # abandoned half-way (the rest is still on the wire), or closed: never reused
+            self._conn.close()
+        self._pool.slots.release()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An ``httpx.AsyncBaseTransport`` over one ``aiohttp.ClientSession`` (made on first use, in
-    the running loop: aiohttp binds a session to its loop)."""
+class Http11Transport(httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncBaseTransport`` over pooled ``http11.Connection``s."""
 
     def __init__(
-        self,
-        *,
-        limits: httpx.Limits | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        read_bufsize: int = 1024 * 1024,
+        self, *, limits: httpx.Limits | None = None, ssl_context: ssl.SSLContext | None = None
     ) -> None:
-        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        self._max_connections = limits.max_connections or 0  # 0: unbounded in aiohttp
-        self._keepalive_s = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
+        self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
         self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
-        self._read_bufsize = read_bufsize
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: _Pool | None = None
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
+    def _pool_for_loop(self) -> _Pool:
         loop = asyncio.get_running_loop()
-        session = self._session
-        if session is None or session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=0,
-                keepalive_timeout=self._keepalive_s,
-                ssl=self._ssl,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # httpx decodes content-encoding itself
-                cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps cookies, when it does
-                read_bufsize=self._read_bufsize,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),  # httpx sets its own
-            )
-            self._session, self._loop = session, loop
-        return session
+        if self._pool is None or self._pool.loop is not loop:
+            self._pool = _Pool(loop, self._limits)  # a pool from a loop that is gone is dropped
+        return self._pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session_for_loop()
+        url = request.url
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
+        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         limits = request.extensions.get("timeout", {})
-        connect, pool, read = limits.get("connect"), limits.get("pool"), limits.get("read")
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=None if connect is None or pool is None else connect + pool,
-            sock_connect=connect,
-            sock_read=read,
-        )
-        body = await request.aread()
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "host"]
-        with _mapped(request):
-            response = await session.request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
-                compress=None,
-            )
+        pool = self._pool_for_loop()
+        try:
+            async with asyncio.timeout(limits.get("pool")):
+                await pool.slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection", request=request) from None
+        conn: http11.Connection | None = None
+        try:
+            conn = pool.take_idle(origin) or await self._connect(pool, origin, limits.get("connect"), request)
+            data = _serialize(request, await request.aread())
+            with _mapped(request):
+                conn.send(request.method.encode("ascii"), data, limits.get("read"))
+                await conn.drain(limits.get("write"))
+                head = await conn.read_head()
+        except BaseException:  # cancelled too: a connection left mid-exchange is never reused
+            if conn is not None:
+                conn.abort()
+            pool.slots.release()
+            raise
         return httpx.Response(
-            status_code=response.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
-            stream=_Body(response, request),
+            status_code=head.status,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers],
+            stream=_Body(pool, origin, conn, request),
             request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
+            extensions={
+                "http_version": b"HTTP/1.0" if head.http10 else b"HTTP/1.1",
+                "reason_phrase": head.reason,
+            },
         )
 
+    async def _connect(
+        self, pool: _Pool, origin: _Origin, limit_s: float | None, request: httpx.Request
+    ) -> http11.Connection:
+        scheme, host, port = origin
+        tls = self._ssl if scheme == "https" else None
+        try:
+            async with asyncio.timeout(limit_s):
+                _, conn = await pool.loop.create_connection(
+                    lambda: http11.Connection(pool.loop),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout("connect timed out", request=request) from None
+        except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (ssl.SSLError)
+            raise httpx.ConnectError(f"connect failed: {type(exc).__name__}", request=request) from None
+        return conn
+
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            with contextlib.suppress(RuntimeError):  # made in a loop that is gone
-                await self._session.close()
-        self._session = self._loop = None
+        if self._pool is not None:
+            self._pool.close()
+        self._pool = None
+
+
+def _serialize(request: httpx.Request, body: bytes) -> list[bytes]:
+    """The request head and body as the buffers to write (the body is not copied)."""
+    headers = request.headers
+    lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+    for name, value in headers.raw:
+        lines += (name, b": ", value, b"\r\n")
+    if body and not chunked and "content-length" not in headers:
+        lines.append(b"content-length: %d\r\n" % len(body))
+    lines.append(b"\r\n")
+    head = b"".join(lines)
+    if chunked:  # the body was read whole: one chunk and the last one
+        return [head, b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n"] if body else [head, b"0\r\n\r\n"]
+    return [head, body] if body else [head]
 
 
 class _NoCookies(httpx.Cookies):
@@ -194,7 +257,7 @@ _NO_COOKIES = _NoCookies()
 
 
 def pooled_client(limits: httpx.Limits | None = None) -> httpx.AsyncClient:
-    """The production upstream client: httpx's API, aiohttp's wire code (see the docstring).
+    """The production upstream client: httpx's API, ``http11``'s wire code (see the docstring).
     Proxies from the environment keep working: httpx mounts its own transport for them."""
     limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-    return UpstreamHTTPClient(transport=AiohttpTransport(limits=limits), limits=limits)
+    return UpstreamHTTPClient(transport=Http11Transport(limits=limits), limits=limits)

@@ -1,0 +1,392 @@
+"""``upstream.http11``: the head parser, the chunked decoder, and one connection driven by a
+scripted server over loopback sockets (every framing, every way a response can break)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imagegate.upstream import http11
+from imagegate.upstream.http11 import ChunkedDecoder, Framing, ProtocolError, framing_of, parse_head
+from imagegate.upstream.transport import Http11Transport
+
+# ---------------------------------------------------------------------------------- head parsing
+
+
+def test_head_is_parsed_with_names_lower_cased_and_values_stripped() -> None:
+    head = parse_head(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After:  7 \r\nX-Ms-Region: swedencentral")
+    assert (head.status, head.reason) == (429, b"Too Many Requests")
+    assert head.headers == [(b"retry-after", b"7"), (b"x-ms-region", b"swedencentral")]
+    assert not head.http10
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"HTTP/2 200 OK",
+        b"HTTP/1.1 20 OK",
+        b"HTTP/1.1 2000 OK",
+        b"ICY 200 OK",
+        b"HTTP/1.1 200 OK\r\nno colon here",
+        b"HTTP/1.1 200 OK\r\n folded: value",
+        b"HTTP/1.1 200 OK\r\nbad name: x",
+        b"HTTP/1.1 200 OK\r\n: empty name",
+    ],
+)
+def test_malformed_heads_are_refused(block: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_head(block)
+
+
+def _framing(fields: str, method: bytes = b"POST", status: int = 200) -> tuple[Framing, int]:
+    block = f"HTTP/1.1 {status} X" + "".join(f"\r\n{f}" for f in fields.split("|") if f)
+    return framing_of(parse_head(block.encode()), method)
+
+
+def test_framing_follows_rfc_9112() -> None:
+    assert _framing("content-length: 12") == (Framing.LENGTH, 12)
+    assert _framing("content-length: 12, 12") == (Framing.LENGTH, 12)  # repeated, same value
+    assert _framing("content-length: 12|content-length: 12") == (Framing.LENGTH, 12)
+    assert _framing("transfer-encoding: chunked|content-length: 12") == (Framing.CHUNKED, 0)
+    assert _framing("transfer-encoding: gzip, chunked") == (Framing.CHUNKED, 0)
+    assert _framing("transfer-encoding: gzip") == (Framing.CLOSE, 0)
+    assert _framing("") == (Framing.CLOSE, 0)
+    assert _framing("content-length: 12", method=b"HEAD") == (Framing.NONE, 0)
+    assert _framing("content-length: 12", status=204) == (Framing.NONE, 0)
+    assert _framing("content-length: 12", status=304) == (Framing.NONE, 0)
+
+
+@pytest.mark.parametrize("value", ["12, 13", "-1", "0x10", "1e3", "", "9999999999999999"])
+def test_bad_content_length_is_an_error_not_a_guess(value: str) -> None:
+    with pytest.raises(ProtocolError):
+        _framing(f"content-length: {value}")
+
+
+# ----------------------------------------------------------------------------- chunked decoding
+
+
+def _chunked(pieces: list[bytes], *, extension: bool = False, trailer: bool = False) -> bytes:
+    out = b"".join(b"%x%s\r\n%s\r\n" % (len(p), b";name=value" if extension else b"", p) for p in pieces if p)
+    return out + b"0\r\n" + (b"x-trailer: 1\r\n" if trailer else b"") + b"\r\n"
+
+
+@given(
+    pieces=st.lists(st.binary(min_size=0, max_size=300), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=12),
+    extension=st.booleans(),
+    trailer=st.booleans(),
+)
+def test_chunked_decoder_agrees_on_any_split(
+    pieces: list[bytes], cuts: list[int], extension: bool, trailer: bool
+) -> None:
+    wire = _chunked(pieces, extension=extension, trailer=trailer)
+    bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    decoder = ChunkedDecoder()
+    out: list[bytes] = []
+    for start, stop in itertools.pairwise(bounds):
+        got, used = decoder.feed(wire[start:stop])
+        assert used == stop - start
+        out += got
+    assert decoder.done
+    assert b"".join(out) == b"".join(pieces)
+
+
+def test_chunked_decoder_stops_at_the_end_of_the_body() -> None:
+    decoder = ChunkedDecoder()
+    pieces, used = decoder.feed(b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200")
+    assert pieces == [b"abc"] and used == len(b"3\r\nabc\r\n0\r\n\r\n") and decoder.done
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"zz\r\n", b"3\r\nabcd\r\n", b"3\nabc\r\n", b"-1\r\n", b"1" * 5000, b"10000000000000000\r\n"],
+)
+def test_chunked_decoder_refuses_bad_framing(wire: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        ChunkedDecoder().feed(wire)
+
+
+# ------------------------------------------------------------------ a connection against a script
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _request_head(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ),
+        0,
+    )
+    await reader.readexactly(length)
+    return head
+
+
+class Scripted:
+    """A loopback server that answers each connection with ``script``; counts connections."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.script(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/openai/deployments/d/images/generations?api-version=v"
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[Scripted]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(script: Script) -> Scripted:
+        srv = Scripted(script)
+        srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
+        servers.append(srv.server)
+        return srv
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _answers(*responses: bytes, then_close: bool = False) -> Script:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for response in responses:
+            await _request_head(reader)
+            writer.write(response)
+            await writer.drain()
+        if not then_close:
+            await reader.read()  # hold the connection until the client closes it
+
+    return script
+
+
+async def _client(**limits: object) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=Http11Transport(limits=httpx.Limits(**limits)))  # type: ignore[arg-type]
+
+
+OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{"ok": true}'
+
+
+async def test_content_length_body_and_keep_alive(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
+    body = b"x" * 3_000_000
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    srv = await scripted(_answers(big, big, b"HTTP/1.1 204 No Content\r\n\r\n"))
+    async with await _client() as client:
+        for _ in range(2):
+            response = await client.post(srv.url, content=b"{}")
+            assert response.status_code == 200 and response.content == body
+        empty = await client.post(srv.url, content=b"{}")
+        assert empty.status_code == 204 and empty.content == b""
+    assert srv.connections == 1
+
+
+async def test_chunked_and_close_delimited_bodies(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + _chunked([b"hello ", b"world"])
+    srv = await scripted(_answers(chunked, chunked))
+    async with await _client() as client:
+        assert (await client.post(srv.url, content=b"{}")).content == b"hello world"
+        assert (await client.post(srv.url, content=b"{}")).content == b"hello world"
+    assert srv.connections == 1  # chunked keeps the connection
+    closing = await scripted(_answers(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", then_close=True))
+    async with await _client() as client:
+        for _ in range(2):
+            assert (await client.post(closing.url, content=b"{}")).content == b"until the end"
+    assert closing.connections == 2  # a close-delimited body uses its connection up
+
+
+async def test_interim_response_is_skipped(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
+    srv = await scripted(_answers(b"HTTP/1.1 100 Continue\r\n\r\n" + OK))
+    async with await _client() as client:
+        response = await client.post(srv.url, content=b"{}")
+    assert response.status_code == 200 and response.json() == {"ok": True}
+
+
+async def test_connection_close_is_honoured(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
+    closing = OK.replace(b"content-type", b"connection: close\r\ncontent-type")
+    srv = await scripted(_answers(closing, then_close=True))
+    async with await _client() as client:
+        for _ in range(2):
+            assert (await client.post(srv.url, content=b"{}")).status_code == 200
+    assert srv.connections == 2
+
+
+async def test_event_stream_pieces_arrive_before_the_body_ends(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    release = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 20\r\n\r\n")
+        writer.write(b"data: one\n\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"data: 2\n\n")
+        await writer.drain()
+        await reader.read()
+
+    srv = await scripted(script)
+    async with await _client() as client, client.stream("POST", srv.url, content=b"{}") as response:
+        pieces = response.aiter_raw()
+        assert await anext(pieces) == b"data: one\n\n"  # before the rest was even written
+        release.set()
+        assert [p async for p in pieces] == [b"data: 2\n\n"]
+
+
+@pytest.mark.parametrize(
+    ("wire", "error"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort", httpx.ReadError),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab", httpx.ReadError),
+        (b"HTTP/1.1 200 OK\r\ncontent-len", httpx.RemoteProtocolError),
+        (b"", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nabc", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\nx: " + b"y" * http11.MAX_HEAD_BYTES, httpx.RemoteProtocolError),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", httpx.RemoteProtocolError),
+    ],
+    ids=[
+        "short-length",
+        "short-chunked",
+        "cut-head",
+        "no-response",
+        "bad-chunk",
+        "extra",
+        "huge-head",
+        "not-http",
+    ],
+)
+async def test_broken_responses_map_to_sent_errors(
+    scripted: Callable[[Script], Awaitable[Scripted]], wire: bytes, error: type[Exception]
+) -> None:
+    srv = await scripted(_answers(wire, then_close=True))
+    async with await _client() as client:
+        with pytest.raises(error) as info:
+            await client.post(srv.url, content=b"{}")
+    assert "127.0.0.1" not in str(info.value)
+
+
+async def test_read_timeout_is_inactivity_not_total(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n")
+        for byte in b"abcdefgh":  # 8 x 0.1 s: twice the read timeout in all, never silent for long
+            await asyncio.sleep(0.1)
+            writer.write(bytes([byte]))
+            await writer.drain()
+        await reader.read()
+
+    srv = await scripted(trickle)
+    async with await _client() as client:
+        response = await client.post(srv.url, content=b"{}", timeout=httpx.Timeout(5.0, read=0.4))
+        assert response.content == b"abcdefgh"
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nabc")
+        await writer.drain()
+        await reader.read()
+
+    quiet = await scripted(silent)
+    async with await _client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(quiet.url, content=b"{}", timeout=httpx.Timeout(5.0, read=0.2))
+
+
+async def test_pool_bounds_requests_in_flight(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
+    gate = asyncio.Event()
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _request_head(reader)
+            await gate.wait()
+            writer.write(OK)
+            await writer.drain()
+
+    srv = await scripted(held)
+    async with await _client(max_connections=1) as client:
+        first = asyncio.create_task(client.post(srv.url, content=b"{}"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.PoolTimeout):  # "not sent": safe to try elsewhere
+            await client.post(srv.url, content=b"{}", timeout=httpx.Timeout(5.0, pool=0.1))
+        gate.set()
+        assert (await first).status_code == 200
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200  # the slot came back
+
+
+async def test_idle_connection_closed_by_the_server_is_not_reused(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    srv = await scripted(_answers(OK, then_close=True))  # answers once, then hangs up
+    async with await _client() as client:
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+        await asyncio.sleep(0.05)  # the server's close reaches the idle connection
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+    assert srv.connections == 2
+
+
+async def test_abandoned_body_closes_its_connection(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    body = b"y" * 5_000_000
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+    srv = await scripted(_answers(big, OK))
+    async with await _client() as client:
+        async with client.stream("POST", srv.url, content=b"{}") as response:
+            assert response.status_code == 200  # the body is left unread
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+    assert srv.connections == 2
+
+
+async def test_request_on_the_wire(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        seen.append(
+            await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+        )
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()
+
+    srv = await scripted(record)
+    async with await _client() as client:
+        await client.post(srv.url, content=b'{"prompt": "x"}', headers={"api-key": "k"})
+    head, body = seen
+    assert head.startswith(b"POST /openai/deployments/d/images/generations?api-version=v HTTP/1.1\r\n")
+    assert b"\r\napi-key: k\r\n" in head and b"\r\nhost: 127.0.0.1:" in head.lower()
+    assert body == b'{"prompt": "x"}'
+
+
+async def test_refused_and_unsupported() -> None:
+    async with await _client() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post("http://127.0.0.1:9/x", content=b"{}")
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await client.post("ftp://127.0.0.1/x", content=b"{}")

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from imagegate.upstream.buffers import raw_bytes
+
 __all__ = [
     "MAX_HEAD_BYTES",
     "ChunkedDecoder",
@@ -218,7 +220,8 @@ class Connection(asyncio.BufferedProtocol):
         self._method = b""
         self.head: ResponseHead | None = None
         self._keep = False
-        self._body = bytearray()
+        self._body: bytes | bytearray = b""
+        self._view: memoryview | None = None  # the unfilled body's storage, while it is read
         self._filled = 0
         self._pieces: deque[bytes] = deque()
         self._queued = 0
@@ -239,7 +242,7 @@ class Connection(asyncio.BufferedProtocol):
         assert self.transport is not None and self._state in (_State.IDLE, _State.DONE)
         self._state, self._method, self.head = _State.HEAD, method, None
         self._head_len, self._error, self._keep = 0, None, False
-        self._body, self._filled = bytearray(), 0
+        self._body, self._view, self._filled = b"", None, 0
         self._pieces.clear()
         self._queued, self._chunked, self._counted = 0, None, None
         self._timeout = read_timeout
@@ -263,9 +266,10 @@ class Connection(asyncio.BufferedProtocol):
         comes in pieces (``read_piece``): chunked, close-delimited, or an event stream."""
         return self._framing in (Framing.LENGTH, Framing.NONE) and self._counted is None
 
-    async def read_body(self) -> bytearray:
+    async def read_body(self) -> bytes | bytearray:
+        """The whole body: ``bytes`` for a large one (``buffers.raw_bytes``), else a bytearray."""
         await self._until(lambda: self._state is _State.DONE, None, ReadTimedOut)
-        body, self._body = self._body, bytearray()
+        body, self._body = self._body, b""
         return body
 
     async def read_piece(self) -> bytes | None:
@@ -324,6 +328,7 @@ class Connection(asyncio.BufferedProtocol):
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
+        self._body, self._view = b"", None  # a body cut short is never handed on
         self._keep = False
         self._cancel_timer()
         self._wake()
@@ -358,6 +363,7 @@ class Connection(asyncio.BufferedProtocol):
             self._timer = None
 
     def _finish(self) -> None:
+        self._view = None  # the body is complete: nothing writes into it again
         self._state = _State.DONE
         self._cancel_timer()
         self._wake()
@@ -369,8 +375,8 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._state is _State.BODY:
-            return memoryview(self._body)[self._filled :]
+        if self._state is _State.BODY and self._view is not None:
+            return self._view[self._filled :]
         if self._state is _State.HEAD:
             return memoryview(self._head)[self._head_len :]
         if self._scratch is None:
@@ -381,6 +387,8 @@ class Connection(asyncio.BufferedProtocol):
         self._last_read = self._loop.time()
         try:
             if self._state is _State.BODY:
+                if self._view is None:  # failed: whatever still arrives is dropped
+                    return
                 self._filled += nbytes
                 if self._filled == len(self._body):
                     self._finish()
@@ -424,8 +432,8 @@ class Connection(asyncio.BufferedProtocol):
         elif framing is Framing.LENGTH:
             if len(rest) > length:
                 raise ProtocolError("more bytes than content-length")
-            self._body = bytearray(length)
-            self._body[: len(rest)] = rest
+            self._body, self._view = raw_bytes(length)
+            self._view[: len(rest)] = rest
             self._filled = len(rest)
             self._state = _State.BODY
             if self._filled == length:

@@ -118,7 +118,7 @@ class _Body(httpx.AsyncByteStream):
             if self._conn.whole_body:
                 body = await self._conn.read_body()
                 if body:
-                    yield bytes(body)  # the one copy: httpx's ``content`` is bytes
+                    yield body if isinstance(body, bytes) else bytes(body)
             else:
                 while (piece := await self._conn.read_piece()) is not None:
                     yield piece

@@ -223,6 +223,28 @@ async def test_interim_response_is_skipped(scripted: Callable[[Script], Awaitabl
     assert response.status_code == 200 and response.json() == {"ok": True}
 
 
+async def test_early_answer_to_an_upload_is_read_and_its_connection_not_reused(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    answered = asyncio.Event()
+    too_large = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno"
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head only: the upload is never read
+        writer.write(too_large)
+        await writer.drain()
+        await answered.wait()
+
+    srv = await scripted(refuse)
+    async with await _client() as client:
+        response = await client.post(srv.url, content=b"u" * 64_000_000)
+        answered.set()
+        assert (response.status_code, response.content) == (413, b"no")
+        transport = client._transport
+        assert isinstance(transport, Http11Transport) and transport._pool is not None
+        assert sum(len(idle) for idle in transport._pool.idle.values()) == 0  # closed, not pooled
+
+
 async def test_connection_close_is_honoured(scripted: Callable[[Script], Awaitable[Scripted]]) -> None:
     closing = OK.replace(b"content-type", b"connection: close\r\ncontent-type")
     srv = await scripted(_answers(closing, then_close=True))

@@ -250,9 +250,12 @@ class Connection(asyncio.BufferedProtocol):
         self.transport.writelines(data)
 
     async def drain(self, write_timeout: float | None) -> None:
-        """Wait until the transport's write buffer is below its high-water mark."""
+        """Wait until the transport's write buffer is below its high-water mark, or a response
+        head has come (a server may answer, a 413 say, before it has read the whole upload)."""
         if self._write_paused:
-            await self._until(lambda: not self._write_paused, write_timeout, WriteTimedOut)
+            await self._until(
+                lambda: not self._write_paused or self.head is not None, write_timeout, WriteTimedOut
+            )
             self._last_read = self._loop.time()  # the read timeout counts from the end of the upload
 
     async def read_head(self) -> ResponseHead:
@@ -285,8 +288,15 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def reusable(self) -> bool:
-        """The exchange is over and the connection can carry the next one."""
-        return self._state is _State.DONE and self._keep and not self.closed
+        """The exchange is over and the connection can carry the next one (which it cannot while
+        any of an upload answered early is still unsent: those bytes would open the next one)."""
+        return (
+            self._state is _State.DONE
+            and self._keep
+            and not self.closed
+            and self.transport is not None
+            and self.transport.get_write_buffer_size() == 0
+        )
 
     def close(self) -> None:
         self.closed = True

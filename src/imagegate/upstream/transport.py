@@ -156,6 +156,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
         origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         limits = request.extensions.get("timeout", {})
+        data = _serialize(request, await request.aread())
         pool = self._pool_for_loop()
         try:
             async with asyncio.timeout(limits.get("pool")):
@@ -164,8 +165,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("no free connection", request=request) from None
         conn: http11.Connection | None = None
         try:
+            # no await between taking an idle connection and writing to it: one the server closed
+            # while it was idle is seen as closed here and skipped, never written to
             conn = pool.take_idle(origin) or await self._connect(pool, origin, limits.get("connect"), request)
-            data = _serialize(request, await request.aread())
             with _mapped(request):
                 conn.send(request.method.encode("ascii"), data, limits.get("read"))
                 await conn.drain(limits.get("write"))

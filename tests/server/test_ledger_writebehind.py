@@ -61,3 +61,52 @@ async def test_concurrent_requests_are_all_in_the_ledger_after_shutdown(tmp_path
     assert sorted(e.request_id for e in rows if e.kind is EntryKind.REQUEST) == sorted(ids)
     assert all(any(e.request_id == rid and e.kind is EntryKind.ATTEMPT for e in rows) for rid in ids)
     assert sorted(e.request_id for e in events if e.action == "image.generate") == sorted(ids)
+
+
+async def _requests_seen_by_another_connection(url: str) -> int:
+    stores = await open_sql_stores(url, run_migrations=False)
+    try:
+        return sum(1 for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST)
+    finally:
+        await stores.aclose()
+
+
+async def test_flush_interval_and_batch_size_come_from_the_settings(tmp_path: Path) -> None:
+    """A long interval holds rows back (another process sees none) until shutdown drains them;
+    a batch of 2 rows is written as soon as it is full, interval or not."""
+    loop = asyncio.get_running_loop()
+    emulator = create_emulator_app(time_scale=0, clock=loop.time, sleep=asyncio.sleep)
+    for batch, expect_before in ((1000, 0), (2, 4)):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'batch{batch}.db'}"
+        settings = ServerSettings(
+            data_dir=tmp_path,
+            database_url=url,
+            url_secret=b"ledger-tests-secret-16",
+            ledger_flush_s=60.0,
+            ledger_batch_rows=batch,
+            ledger_max_pending=10_000,
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=emulator), base_url=ENDPOINT
+        ) as upstream:
+            app = create_app(
+                load(None, {}, today=dt.date(2026, 11, 24)),
+                http_client=upstream,
+                settings=settings,
+                open_access=True,
+            )
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as gw,
+            ):
+                for i in range(4):
+                    r = await gw.post("/v1/images/generations", json={"prompt": f"fox {i}", "quality": "low"})
+                    assert r.status_code == 200, r.text
+                seen = 0
+                for _ in range(100):  # a full batch is written by the flusher task: let it run
+                    seen = await _requests_seen_by_another_connection(url)
+                    if seen >= expect_before:
+                        break
+                    await asyncio.sleep(0.02)
+                assert seen == expect_before, (batch, seen)
+        assert await _requests_seen_by_another_connection(url) == 4  # drained at shutdown

@@ -226,7 +226,9 @@ def create_app(
         # Ledger and audit writes are queued and batched (off the event loop's per-request
         # path); readers in this process go through the same objects, so they flush first.
         writer = (
-            _write_behind(sql, governance, metrics, clock=clock or time.monotonic, sleep=sleep or anyio.sleep)
+            _write_behind(
+                sql, governance, metrics, settings, clock=clock or time.monotonic, sleep=sleep or anyio.sleep
+            )
             if sql is not None
             else None
         )
@@ -270,7 +272,8 @@ async def _open_sql(settings: ServerSettings, governance: Governance, service: I
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     pepper = settings.key_pepper.encode() if settings.key_pepper else DEFAULT_PEPPER
     stores = await open_sql_stores(settings.database_url, pepper=pepper)
-    governance.keys = stores.keys
+    if governance.keys is not None:  # None: open mode was asked for (``open_access=True``)
+        governance.keys = stores.keys
     governance.budgets = stores.budgets
     governance.ledger = stores.ledger
     governance.audit = stores.audit
@@ -282,6 +285,7 @@ def _write_behind(
     sql: SqlStores,
     governance: Governance,
     metrics: GatewayMetrics,
+    settings: ServerSettings,
     *,
     clock: Callable[[], float],
     sleep: Callable[[float], Awaitable[None]],
@@ -289,7 +293,16 @@ def _write_behind(
     """The SQL ledger and audit log behind a write-behind recorder, wired into governance (and
     so into the admin API, which reads and writes through it). In-memory stores need none: an
     append costs less than queueing it."""
-    writer = WriteBehind(sql.ledger, sql.audit, clock=clock, sleep=sleep, on_drop=metrics.observe_ledger_drop)
+    writer = WriteBehind(
+        sql.ledger,
+        sql.audit,
+        max_batch=settings.ledger_batch_rows,
+        flush_interval_s=settings.ledger_flush_s,
+        max_buffered=settings.ledger_max_pending,
+        clock=clock,
+        sleep=sleep,
+        on_drop=metrics.observe_ledger_drop,
+    )
     governance.ledger = writer.ledger
     governance.audit = writer.audit
     metrics.ledger_pending.set_function(lambda: writer.pending)

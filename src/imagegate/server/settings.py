@@ -7,11 +7,15 @@ durations carry their unit.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from imagegate.errors import ConfigError
+from imagegate.stores.writebehind import FLUSH_INTERVAL_S, MAX_BATCH, MAX_BUFFERED
+
+N = TypeVar("N", int, float)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -73,6 +77,12 @@ class ServerSettings:
     key_pepper          IMAGEGATE_KEY_PEPPER       mixed into key hashes; same as ``imagegate keys``
     probe_tick_s        IMAGEGATE_PROBE_TICK_S     how often the active prober looks for deployments
                                                    due a probe (default 10); 0 turns probing off
+    ledger_flush_s      IMAGEGATE_LEDGER_FLUSH_S   the longest a ledger/audit row waits before it is
+                                                   written (default 0.05; a crash loses at most this)
+    ledger_batch_rows   IMAGEGATE_LEDGER_BATCH     rows per write; a full batch is written at once
+                                                   (default 500)
+    ledger_max_pending  IMAGEGATE_LEDGER_MAX_PENDING  rows per table held while the database is down
+                                                   before the oldest are dropped and counted (50000)
     ==================  =========================  ==============================================
     """
 
@@ -85,6 +95,9 @@ class ServerSettings:
     redis_url: str | None = field(default=None, repr=False)
     key_pepper: str | None = field(default=None, repr=False)
     probe_tick_s: float = DEFAULT_PROBE_TICK_S
+    ledger_flush_s: float = FLUSH_INTERVAL_S
+    ledger_batch_rows: int = MAX_BATCH
+    ledger_max_pending: int = MAX_BUFFERED
     limits: ServerLimits = DEFAULT_LIMITS
 
 
@@ -92,24 +105,51 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
     """Read the server's environment once. A missing URL secret is generated here (and must be
     shared by every worker of one gateway: ``imagegate serve`` exports it before forking)."""
     problems: list[str] = []
-    ttl = environ.get("IMAGEGATE_URL_TTL_S", "3600")
-    try:
-        url_ttl_s = float(ttl)
-        if url_ttl_s <= 0:
-            raise ValueError
-    except ValueError:
-        problems.append(f"IMAGEGATE_URL_TTL_S={ttl!r} is not a positive number of seconds")
-        url_ttl_s = 3600.0
-    tick = environ.get("IMAGEGATE_PROBE_TICK_S", str(DEFAULT_PROBE_TICK_S))
-    try:
-        probe_tick_s = float(tick)
-        if not probe_tick_s >= 0 or probe_tick_s == float("inf"):
-            raise ValueError
-    except ValueError:
-        problems.append(
-            f"IMAGEGATE_PROBE_TICK_S={tick!r} is not a number of seconds >= 0 (0 turns probing off)"
-        )
-        probe_tick_s = DEFAULT_PROBE_TICK_S
+    url_ttl_s = _number(
+        environ,
+        "IMAGEGATE_URL_TTL_S",
+        3600.0,
+        float,
+        lambda v: v > 0,
+        "a positive number of seconds",
+        problems,
+    )
+    probe_tick_s = _number(
+        environ,
+        "IMAGEGATE_PROBE_TICK_S",
+        DEFAULT_PROBE_TICK_S,
+        float,
+        lambda v: 0 <= v < float("inf"),
+        "a number of seconds >= 0 (0 turns probing off)",
+        problems,
+    )
+    ledger_flush_s = _number(
+        environ,
+        "IMAGEGATE_LEDGER_FLUSH_S",
+        FLUSH_INTERVAL_S,
+        float,
+        lambda v: 0 < v <= 60,
+        "a number of seconds above 0, at most 60",
+        problems,
+    )
+    batch = _number(
+        environ,
+        "IMAGEGATE_LEDGER_BATCH",
+        MAX_BATCH,
+        int,
+        lambda v: 1 <= v <= 100_000,
+        "a whole number from 1 to 100000",
+        problems,
+    )
+    pending = _number(
+        environ,
+        "IMAGEGATE_LEDGER_MAX_PENDING",
+        MAX_BUFFERED,
+        int,
+        lambda v: batch <= v <= 10_000_000,
+        f"a whole number from IMAGEGATE_LEDGER_BATCH ({batch}) to 10000000",
+        problems,
+    )
     secret = environ.get("IMAGEGATE_URL_SECRET")
     if secret is not None and len(secret.encode()) < 16:
         problems.append("IMAGEGATE_URL_SECRET is shorter than 16 bytes; use a long random value")
@@ -127,4 +167,31 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         redis_url=environ.get("IMAGEGATE_REDIS_URL") or None,
         key_pepper=environ.get("IMAGEGATE_KEY_PEPPER") or None,
         probe_tick_s=probe_tick_s,
+        ledger_flush_s=ledger_flush_s,
+        ledger_batch_rows=batch,
+        ledger_max_pending=pending,
     )
+
+
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    default: N,
+    parse: Callable[[str], N],
+    ok: Callable[[N], bool],
+    allowed: str,
+    problems: list[str],
+) -> N:
+    """``environ[name]`` parsed and checked; on a bad value, a problem naming the variable, the
+    value and what is allowed, and the default."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = parse(raw.strip())
+        if ok(value):
+            return value
+    except ValueError:
+        pass
+    problems.append(f"{name}={raw!r} is not {allowed}")
+    return default

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -412,3 +415,146 @@ async def test_refused_and_unsupported() -> None:
             await client.post("http://127.0.0.1:9/x", content=b"{}")
         with pytest.raises(httpx.UnsupportedProtocol):
             await client.post("ftp://127.0.0.1/x", content=b"{}")
+
+
+# ----------------------------------------------------------- regressions found in review
+
+
+async def test_reset_during_a_close_delimited_body_is_an_error_not_its_end(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN
+
+    srv = await scripted(reset)
+    async with await _client() as client:
+        with pytest.raises(httpx.ReadError):
+            await client.post(srv.url, content=b"{}")
+
+
+async def test_early_answer_then_silence_ends_at_the_read_timeout(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    async def answer_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # never reads the upload
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 100\r\n\r\n" + b"n" * 10)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    srv = await scripted(answer_then_stall)
+    async with await _client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await asyncio.wait_for(
+                client.post(
+                    srv.url, content=b"u" * 64_000_000, timeout=httpx.Timeout(5.0, read=0.5, write=0.5)
+                ),
+                timeout=10,
+            )
+
+
+async def test_closing_idle_connection_is_skipped_before_connection_lost_runs(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    """The server resets an idle connection in the same loop iteration in which another response
+    completes; the request that follows must not take the dying connection ("maybe sent")."""
+    loop = asyncio.get_running_loop()
+    writers: list[asyncio.StreamWriter] = []
+    answer_b = asyncio.Event()
+
+    async def origin_a(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while True:
+            await _request_head(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    async def origin_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        await answer_b.wait()
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()
+
+    a, b = await scripted(origin_a), await scripted(origin_b)
+    async with await _client() as client:
+        assert (await client.post(a.url, content=b"{}")).status_code == 200  # now idle, pooled
+
+        async def b_then_a() -> httpx.Response:
+            await client.post(b.url, content=b"{}")
+            return await client.post(a.url, content=b"{}")
+
+        task = asyncio.create_task(b_then_a())
+        await asyncio.sleep(0.1)
+        sock = writers[0].get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+        def burst() -> None:
+            answer_b.set()
+            writers[0].transport.abort()
+
+        loop.call_soon(burst)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        time.sleep(0.2)  # noqa: ASYNC251 - blocks the loop on purpose: both sockets readable in one poll
+        assert (await task).status_code == 200
+    assert a.connections == 2
+
+
+async def test_aclose_with_a_response_in_flight_closes_its_connection(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"cd")
+        await writer.drain()
+        await reader.read()
+
+    srv = await scripted(slow)
+    transport = Http11Transport()
+    client = httpx.AsyncClient(transport=transport)
+    async with client.stream("POST", srv.url, content=b"{}") as response:
+        pool = transport._pool
+        await client.aclose()  # shutting down mid-response
+        assert await response.aread() == b"abcd"
+    assert pool is not None and pool.closed and not any(pool.idle.values())
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
+        + _chunked([b"ok"]),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 2\r\n\r\n" + _chunked([b"ok"]),
+    ],
+    ids=["http10-chunked", "chunked-and-length"],
+)
+async def test_suspicious_framing_is_read_but_its_connection_closed(
+    scripted: Callable[[Script], Awaitable[Scripted]], wire: bytes
+) -> None:
+    srv = await scripted(_answers(wire, wire))
+    async with await _client() as client:
+        for _ in range(2):
+            assert (await client.post(srv.url, content=b"{}")).content == b"ok"
+    assert srv.connections == 2
+
+
+def test_status_below_100_is_refused() -> None:
+    with pytest.raises(ProtocolError):
+        parse_head(b"HTTP/1.1 099 Odd")
+
+
+def test_trailers_are_bounded() -> None:
+    decoder = ChunkedDecoder()
+    decoder.feed(b"0\r\n")
+    with pytest.raises(ProtocolError):
+        for _ in range(100):
+            decoder.feed(b"x-trailer: " + b"t" * 1000 + b"\r\n")

@@ -127,3 +127,76 @@ def test_untrusted_certificate_is_a_connect_error(
     server.load_cert_chain(cert, key)
     with pytest.raises(httpx.ConnectError):  # "not sent": nothing was billed
         run(_exchange((server, ssl.create_default_context())))
+
+
+def _over_tls(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
+    call: Callable[[httpx.AsyncClient, str], Coroutine[Any, Any, Any]],
+    tmp: Path,
+) -> Coroutine[Any, Any, Any]:
+    """``call(client, url)`` against ``handler`` served over TLS; returns what ``call`` returns."""
+    cert, key = _certificate(tmp)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def run() -> Any:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_tls)
+        url = f"https://localhost:{server.sockets[0].getsockname()[1]}/x"
+        try:
+            async with httpx.AsyncClient(transport=Http11Transport(ssl_context=client_tls)) as client:
+                return await call(client, url)
+        finally:
+            server.close()
+
+    return run()
+
+
+@pytest.mark.parametrize("run", _runners())
+def test_tls_close_delimited_body_is_an_error(run: Callable[[Any], Any], tmp_path: Path) -> None:
+    """Over TLS, a close without close_notify (a cut) cannot be told from a clean end."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        writer.transport.abort()
+
+    async def call(client: httpx.AsyncClient, url: str) -> None:
+        await client.get(url)
+
+    with pytest.raises(httpx.ReadError):
+        run(_over_tls(handler, call, tmp_path))
+
+
+@pytest.mark.parametrize("run", _runners())
+def test_tls_stalled_upload_is_a_write_timeout(run: Callable[[Any], Any], tmp_path: Path) -> None:
+    """A write timeout is "not sent" (the request is not whole at the server); under TLS the
+    socket buffer sits below the TLS layer, so the upload goes in pieces to see it fill."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)  # never reads the upload
+
+    async def call(client: httpx.AsyncClient, url: str) -> None:
+        await client.post(url, content=b"u" * 64_000_000, timeout=httpx.Timeout(10.0, write=0.5))
+
+    with pytest.raises(httpx.WriteTimeout):
+        run(_over_tls(handler, call, tmp_path))
+
+
+@pytest.mark.parametrize("run", _runners())
+def test_tls_early_answer_is_read_and_not_pooled(run: Callable[[Any], Any], tmp_path: Path) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def call(client: httpx.AsyncClient, url: str) -> tuple[int, bytes, int]:
+        response = await client.post(url, content=b"u" * 64_000_000)
+        transport = client._transport
+        assert isinstance(transport, Http11Transport) and transport._pool is not None
+        return response.status_code, response.content, sum(len(v) for v in transport._pool.idle.values())
+
+    assert run(_over_tls(handler, call, tmp_path)) == (413, b"no", 0)

@@ -38,6 +38,7 @@ __all__ = [
     "ProtocolError",
     "ReadTimedOut",
     "ResponseHead",
+    "UploadCut",
     "WriteTimedOut",
     "framing_of",
     "parse_head",
@@ -48,6 +49,7 @@ MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer f
 STREAM_READ_BYTES = 256 * 1024  # read size for chunked and close-delimited bodies
 STREAM_HIGH_WATER = 4 * 1024 * 1024  # decoded stream bytes waiting for the reader: stop reading
 STREAM_LOW_WATER = 1024 * 1024  # ... and start again below this
+UPLOAD_PIECE = 256 * 1024  # a request body larger than this is written piece by piece
 _EVENT_STREAM = b"text/event-stream"
 
 
@@ -61,6 +63,11 @@ class PeerClosed(Exception):
     def __init__(self, got_head: bool) -> None:
         super().__init__("closed mid-body" if got_head else "closed before a response")
         self.got_head = got_head
+
+
+class UploadCut(Exception):
+    """The connection ended while the request body was still being written: the server cannot
+    have had the whole request."""
 
 
 class ReadTimedOut(Exception):
@@ -90,7 +97,7 @@ def parse_head(block: bytes) -> ResponseHead:
     status_line, *fields = block.split(b"\r\n")
     version, _, rest = status_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
+    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit() or code < b"100":
         raise ProtocolError("malformed status line")
     headers: list[tuple[bytes, bytes]] = []
     for line in fields:
@@ -128,6 +135,11 @@ def framing_of(head: ResponseHead, method: bytes) -> tuple[Framing, int]:
 
 
 def reusable(head: ResponseHead) -> bool:
+    """Whether the connection may carry another exchange after this response (RFC 9112 9.3). A
+    response framed by both transfer-encoding and content-length, or an HTTP/1.0 one with a
+    transfer-encoding, is read but its connection closed (section 6.1, 6.3)."""
+    if head.get(b"transfer-encoding") and (head.http10 or head.get(b"content-length")):
+        return False
     tokens = {t.strip().lower() for value in head.get(b"connection") for t in value.split(b",")}
     return b"keep-alive" in tokens if head.http10 else b"close" not in tokens
 
@@ -147,6 +159,7 @@ class ChunkedDecoder:
         self._state = _Chunk.SIZE
         self._line = bytearray()
         self._left = 0
+        self._trailers = 0  # bytes of trailer fields so far (bounded like a head)
 
     @property
     def done(self) -> bool:
@@ -194,6 +207,10 @@ class ChunkedDecoder:
             self._state = _Chunk.DATA if self._left else _Chunk.TRAILER
         elif not line:  # _Chunk.TRAILER: fields are read and dropped; a blank line ends them
             self._state = _Chunk.DONE
+        else:
+            self._trailers += len(line) + 2
+            if self._trailers > MAX_HEAD_BYTES:
+                raise ProtocolError(f"trailer fields larger than {MAX_HEAD_BYTES} bytes")
 
 
 class _State(enum.Enum):
@@ -208,8 +225,9 @@ class Connection(asyncio.BufferedProtocol):
     """One HTTP/1.1 connection, one exchange at a time: ``send``, ``read_head``, then either
     ``read_body`` (content-length) or ``read_piece`` until it returns ``None``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, tls: bool = False) -> None:
         self._loop = loop
+        self._tls = tls
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -232,13 +250,23 @@ class Connection(asyncio.BufferedProtocol):
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._write_paused = False
+        self._sending = False
         self._last_read = 0.0
         self._timeout: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ the exchange
 
-    def send(self, method: bytes, data: list[bytes], read_timeout: float | None) -> None:
+    async def send(
+        self, method: bytes, head: bytes, body: bytes, read_timeout: float | None, write_timeout: float | None
+    ) -> None:
+        """Write a request. The body goes in pieces of ``UPLOAD_PIECE`` bytes, each waiting for
+        the transport to drain below its high-water mark for at most ``write_timeout``: under TLS
+        the socket's buffer is below the TLS layer, which signals a full buffer only for data it
+        has not encrypted yet. Writing stops if a response head comes first (a server may answer,
+        a 413 say, before it has read the upload); the connection is then not reused. If the
+        connection ends while the upload is unfinished, the request cannot have been whole at the
+        server: ``UploadCut``. The read timeout counts from the end of the upload."""
         assert self.transport is not None and self._state in (_State.IDLE, _State.DONE)
         self._state, self._method, self.head = _State.HEAD, method, None
         self._head_len, self._error, self._keep = 0, None, False
@@ -246,17 +274,31 @@ class Connection(asyncio.BufferedProtocol):
         self._pieces.clear()
         self._queued, self._chunked, self._counted = 0, None, None
         self._timeout = read_timeout
+        self._sending = True
+        try:
+            if len(body) <= UPLOAD_PIECE:
+                self.transport.writelines([head, body] if body else [head])
+            else:
+                self.transport.write(head)
+                view = memoryview(body)
+                for start in range(0, len(view), UPLOAD_PIECE):
+                    if self._answered():
+                        break
+                    self.transport.write(view[start : start + UPLOAD_PIECE])
+                    if self._write_paused:
+                        await self._until(
+                            lambda: not self._write_paused or self._answered(),
+                            write_timeout,
+                            WriteTimedOut,
+                        )
+        except PeerClosed as exc:
+            raise UploadCut() from exc
+        finally:
+            self._sending = False
         self._touch()
-        self.transport.writelines(data)
 
-    async def drain(self, write_timeout: float | None) -> None:
-        """Wait until the transport's write buffer is below its high-water mark, or a response
-        head has come (a server may answer, a 413 say, before it has read the whole upload)."""
-        if self._write_paused:
-            await self._until(
-                lambda: not self._write_paused or self.head is not None, write_timeout, WriteTimedOut
-            )
-            self._last_read = self._loop.time()  # the read timeout counts from the end of the upload
+    def _answered(self) -> bool:
+        return self.head is not None
 
     async def read_head(self) -> ResponseHead:
         await self._until(lambda: self.head is not None, None, ReadTimedOut)
@@ -295,8 +337,15 @@ class Connection(asyncio.BufferedProtocol):
             and self._keep
             and not self.closed
             and self.transport is not None
+            and not self.transport.is_closing()
             and self.transport.get_write_buffer_size() == 0
         )
+
+    def park(self) -> None:
+        """Going idle: drop what the last exchange left (a body nobody read)."""
+        self._body, self._view = b"", None
+        self._pieces.clear()
+        self._queued = 0
 
     def close(self) -> None:
         self.closed = True
@@ -357,8 +406,7 @@ class Connection(asyncio.BufferedProtocol):
         self._timer = None
         if self._timeout is None or self._state not in (_State.HEAD, _State.BODY, _State.STREAM):
             return
-        if self._paused_reading or self._write_paused:  # our reader is slow, or we are still
-            # uploading (the write timeout governs that): not the peer's silence
+        if self._paused_reading:  # our reader is slow, not the peer: not a timeout
             self._timer = self._loop.call_later(self._timeout, self._on_timer)
             return
         due = self._last_read + self._timeout
@@ -425,18 +473,23 @@ class Connection(asyncio.BufferedProtocol):
             head = parse_head(bytes(self._head[:end]))
             rest = memoryview(self._head)[end + 4 : self._head_len]
             if 100 <= head.status < 200:  # an interim response (100 Continue): the real one follows
-                self._head[: len(rest)] = rest
+                self._head[: len(rest)] = bytes(rest)  # a copy first: the two ranges overlap
                 self._head_len, searched_to = len(rest), 0
                 continue
             self._start_body(head, bytes(rest))
 
     def _start_body(self, head: ResponseHead, rest: bytes) -> None:
         framing, length = framing_of(head, self._method)
-        self.head, self._keep = head, reusable(head) and framing is not Framing.CLOSE
+        # a head that comes while the request is still being written: the rest of the upload would
+        # open the next exchange, so this connection carries no other
+        self.head = head
+        self._keep = reusable(head) and framing is not Framing.CLOSE and not self._sending
         self._head_len, self._framing = 0, framing
         if framing is Framing.LENGTH and _EVENT_STREAM in b"".join(head.get(b"content-type")):
             self._counted = length  # events are handed on as they come, not once all are in
             if length == 0:
+                if rest:
+                    raise ProtocolError("bytes after the end of the body")
                 self._finish()
                 return
         elif framing is Framing.LENGTH:
@@ -503,8 +556,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def _on_end(self, exc: Exception | None) -> None:
         self._keep = False
-        if self._state is _State.STREAM and self._framing is Framing.CLOSE:
-            self._finish()  # a close-delimited body ends here
+        if self._state is _State.STREAM and self._framing is Framing.CLOSE and exc is None and not self._tls:
+            # a close-delimited body ends here, when the close is clean. Over TLS it cannot be told
+            # from a cut (asyncio reports a close without close_notify as a clean end): an error
+            self._finish()
         elif self._state in (_State.HEAD, _State.BODY, _State.STREAM):
             self._fail(PeerClosed(got_head=self.head is not None))
         self.closed = True

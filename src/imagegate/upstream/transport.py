@@ -16,7 +16,8 @@ what happened                                              httpx raised         
 DNS, refused, unreachable, TLS handshake or certificate    ``ConnectError``            no
 connect took longer than ``connect``                       ``ConnectTimeout``          no
 no free connection within ``pool``                         ``PoolTimeout``             no
-upload not written within ``write``                        ``WriteTimeout``            maybe
+upload stalled for ``write`` (the request is not whole)    ``WriteTimeout``            no
+closed or reset during the upload                          ``WriteError``              no
 nothing read for ``read`` while a response was due         ``ReadTimeout``             yes
 closed or reset before a response head                     ``RemoteProtocolError``     maybe
 malformed head, chunk size or length                       ``RemoteProtocolError``     yes
@@ -54,6 +55,8 @@ def _mapped(request: httpx.Request) -> Iterator[None]:
         raise httpx.ReadTimeout("read timed out", request=request) from exc
     except http11.WriteTimedOut as exc:
         raise httpx.WriteTimeout("write timed out", request=request) from exc
+    except http11.UploadCut as exc:
+        raise httpx.WriteError("connection closed during the upload", request=request) from exc
     except http11.PeerClosed as exc:
         if exc.got_head:
             raise httpx.ReadError("connection closed mid-body", request=request) from exc
@@ -75,18 +78,24 @@ class _Pool:
         )
         self.expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 5.0
         self.idle: dict[_Origin, list[http11.Connection]] = {}
+        self.closed = False  # a closed pool takes no connection back: it closes it
 
     def take_idle(self, origin: _Origin) -> http11.Connection | None:
         idle = self.idle.get(origin)
         now = self.loop.time()
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed
-            if not conn.closed and now - conn.idle_since < self.expiry:
+            closing = conn.transport is None or conn.transport.is_closing()  # before connection_lost
+            if not conn.closed and not closing and now - conn.idle_since < self.expiry:
                 return conn
             conn.close()
         return None
 
     def put_idle(self, origin: _Origin, conn: http11.Connection) -> None:
+        if self.closed:
+            conn.close()
+            return
+        conn.park()
         idle = self.idle.setdefault(origin, [])
         now = self.loop.time()
         for old in [c for c in idle if c.closed or now - c.idle_since >= self.expiry]:
@@ -99,10 +108,21 @@ class _Pool:
         idle.append(conn)
 
     def close(self) -> None:
+        self.closed = True
         for idle in self.idle.values():
             for conn in idle:
                 conn.close()
         self.idle.clear()
+
+    def retire(self) -> None:
+        """Close from another thread or loop: on its own loop if that still runs, else drop (a
+        closed loop can run nothing; its sockets go with the garbage)."""
+        self.closed = True
+        if self.loop.is_closed():
+            self.idle.clear()
+            return
+        with contextlib.suppress(RuntimeError):  # closed in the meantime
+            self.loop.call_soon_threadsafe(self.close)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -147,7 +167,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
     def _pool_for_loop(self) -> _Pool:
         loop = asyncio.get_running_loop()
         if self._pool is None or self._pool.loop is not loop:
-            self._pool = _Pool(loop, self._limits)  # a pool from a loop that is gone is dropped
+            if self._pool is not None:
+                self._pool.retire()
+            self._pool = _Pool(loop, self._limits)
         return self._pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -169,8 +191,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
             # while it was idle is seen as closed here and skipped, never written to
             conn = pool.take_idle(origin) or await self._connect(pool, origin, limits.get("connect"), request)
             with _mapped(request):
-                conn.send(request.method.encode("ascii"), data, limits.get("read"))
-                await conn.drain(limits.get("write"))
+                await conn.send(
+                    request.method.encode("ascii"), *data, limits.get("read"), limits.get("write")
+                )
                 head = await conn.read_head()
         except BaseException:  # cancelled too: a connection left mid-exchange is never reused
             if conn is not None:
@@ -196,7 +219,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(limit_s):
                 _, conn = await pool.loop.create_connection(
-                    lambda: http11.Connection(pool.loop),
+                    lambda: http11.Connection(pool.loop, tls=tls is not None),
                     host,
                     port,
                     ssl=tls,
@@ -214,8 +237,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._pool = None
 
 
-def _serialize(request: httpx.Request, body: bytes) -> list[bytes]:
-    """The request head and body as the buffers to write (the body is not copied)."""
+def _serialize(request: httpx.Request, body: bytes) -> tuple[bytes, bytes]:
+    """The request head and body to write (a body is not copied unless it must be chunked)."""
     headers = request.headers
     lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
@@ -226,8 +249,8 @@ def _serialize(request: httpx.Request, body: bytes) -> list[bytes]:
     lines.append(b"\r\n")
     head = b"".join(lines)
     if chunked:  # the body was read whole: one chunk and the last one
-        return [head, b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n"] if body else [head, b"0\r\n\r\n"]
-    return [head, body] if body else [head]
+        return head, (b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+    return head, body
 
 
 class _NoCookies(httpx.Cookies):

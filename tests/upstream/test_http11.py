@@ -568,3 +568,115 @@ def test_trailers_are_bounded() -> None:
     with pytest.raises(ProtocolError):
         for _ in range(100):
             decoder.feed(b"x-trailer: " + b"t" * 1000 + b"\r\n")
+
+
+class _FakeTransport:
+    """Enough of a transport to drive a ``Connection`` by hand."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.aborted = False
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += bytes(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        for piece in data:
+            self.write(piece)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.aborted = self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def _feed(conn: http11.Connection, data: bytes) -> None:
+    while data:
+        buffer = conn.get_buffer(len(data))
+        n = min(len(buffer), len(data))
+        buffer[:n] = data[:n]
+        conn.buffer_updated(n)
+        data = data[n:]
+
+
+async def test_a_write_deadline_due_after_its_wait_ended_is_ignored() -> None:
+    """The drain and the deadline can land in one loop iteration; the deadline must then not
+    turn a request the server got whole into a "not sent" WriteTimeout."""
+    conn = http11.Connection(asyncio.get_running_loop())
+    transport = _FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn._on_deadline(lambda: True, http11.WriteTimedOut)
+    assert conn._error is None and not transport.aborted
+    conn._on_deadline(lambda: False, http11.WriteTimedOut)
+    assert isinstance(conn._error, http11.WriteTimedOut) and transport.aborted
+
+
+async def test_a_failure_after_the_response_is_whole_keeps_its_body() -> None:
+    conn = http11.Connection(asyncio.get_running_loop())
+    transport = _FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    await conn.send(b"POST", b"POST / HTTP/1.1\r\n\r\n", b"", None, None)
+    _feed(conn, b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 5\r\n\r\nlarge")
+    conn._fail(http11.WriteTimedOut())  # a deadline due in the same iteration
+    assert (await conn.read_head()).status == 413
+    assert await conn.read_body() == b"large"
+    assert not conn.reusable
+
+
+async def test_our_own_abort_does_not_end_a_close_delimited_body(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    """A read timeout aborts the connection; the close that follows is ours, not the end of the
+    body, so the stream ends in ReadTimeout, not as if it were whole."""
+
+    async def one_event_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    srv = await scripted(one_event_then_silence)
+    async with (
+        await _client() as client,
+        client.stream("POST", srv.url, content=b"{}", timeout=httpx.Timeout(5.0, read=0.3)) as response,
+    ):
+        pieces = response.aiter_raw()
+        assert await anext(pieces) == b"data: 1\n\n"
+        with pytest.raises(httpx.ReadTimeout):
+            await anext(pieces)
+
+
+async def test_a_connection_answered_mid_upload_is_aborted_not_left_flushing(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the upload is never read, the socket never closed
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    srv = await scripted(refuse)
+    async with (
+        await _client() as client,
+        client.stream("POST", srv.url, content=b"u" * 64_000_000) as response,
+    ):
+        assert response.status_code == 413 and await response.aread() == b"no"
+        conn = response.stream._stream._conn  # type: ignore[attr-defined]  # httpx wraps our _Body
+    assert conn.transport.is_closing()
+    for _ in range(200):  # an abort drops the unsent upload at once; a graceful close would wait
+        if conn.transport.get_write_buffer_size() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert conn.transport.get_write_buffer_size() == 0

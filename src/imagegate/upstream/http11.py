@@ -251,6 +251,7 @@ class Connection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._sending = False
+        self._answered_early = False  # the head came while the request was still being written
         self._last_read = 0.0
         self._timeout: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -284,6 +285,8 @@ class Connection(asyncio.BufferedProtocol):
                 for start in range(0, len(view), UPLOAD_PIECE):
                     if self._answered():
                         break
+                    if self._error is not None or self.closed or self.transport.is_closing():
+                        raise UploadCut()  # pieces still unwritten: the server has no whole request
                     self.transport.write(view[start : start + UPLOAD_PIECE])
                     if self._write_paused:
                         await self._until(
@@ -347,6 +350,21 @@ class Connection(asyncio.BufferedProtocol):
         self._pieces.clear()
         self._queued = 0
 
+    def discard(self) -> None:
+        """Done with a connection that cannot be reused: a clean close when nothing is left to
+        send, else an abort (a graceful close would wait, with no owner, to flush an upload the
+        server stopped reading)."""
+        transport = self.transport
+        if (
+            transport is None
+            or self._answered_early
+            or transport.get_write_buffer_size() > 0
+            or self._state is not _State.DONE
+        ):
+            self.abort()
+        else:
+            self.close()
+
     def close(self) -> None:
         self.closed = True
         self._cancel_timer()
@@ -371,7 +389,7 @@ class Connection(asyncio.BufferedProtocol):
                 raise PeerClosed(got_head=self.head is not None)
             self._waiter = self._loop.create_future()
             if limit_s is not None:  # a write wait: a deadline of its own
-                handle = self._loop.call_later(limit_s, self._fail, on_timeout())
+                handle = self._loop.call_later(limit_s, self._on_deadline, ready, on_timeout)
                 try:
                     await self._waiter
                 finally:
@@ -379,12 +397,23 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 await self._waiter
 
+    def _on_deadline(self, ready: Callable[[], bool], on_timeout: type[Exception]) -> None:
+        # the wait may have ended in this same loop iteration (the buffer drained, a head came)
+        # before this callback ran: then the deadline has not passed for anything
+        if not ready():
+            self._fail(on_timeout())
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def _fail(self, error: BaseException) -> None:
+        if self._state is _State.DONE:  # the response is whole: what fails now is only the link
+            self._keep = False
+            if isinstance(error, ReadTimedOut | WriteTimedOut):
+                self.abort()
+            return
         if self._error is None:
             self._error = error
         self._body, self._view = b"", None  # a body cut short is never handed on
@@ -483,6 +512,7 @@ class Connection(asyncio.BufferedProtocol):
         # a head that comes while the request is still being written: the rest of the upload would
         # open the next exchange, so this connection carries no other
         self.head = head
+        self._answered_early = self._sending
         self._keep = reusable(head) and framing is not Framing.CLOSE and not self._sending
         self._head_len, self._framing = 0, framing
         if framing is Framing.LENGTH and _EVENT_STREAM in b"".join(head.get(b"content-type")):
@@ -545,22 +575,29 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
-        self._on_end(None)
+        # The peer's end: a FIN (a reset and our own abort go straight to connection_lost). Only
+        # here may a close-delimited body end, and never over TLS: there a clean end is a
+        # close_notify, and asyncio's loop calls this for a stream cut without one as well (uvloop
+        # does not), so the two cannot be told apart. Azure frames every body by length or chunks.
+        self._keep = False
+        if (
+            self._state is _State.STREAM
+            and self._framing is Framing.CLOSE
+            and self._error is None
+            and not self._tls
+        ):
+            self._finish()
+        self._on_end()
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._on_end(exc)
-        self.closed = True
+        self._on_end()
         self._cancel_timer()
         self._wake()
 
-    def _on_end(self, exc: Exception | None) -> None:
+    def _on_end(self) -> None:
         self._keep = False
-        if self._state is _State.STREAM and self._framing is Framing.CLOSE and exc is None and not self._tls:
-            # a close-delimited body ends here, when the close is clean. Over TLS it cannot be told
-            # from a cut (asyncio reports a close without close_notify as a clean end): an error
-            self._finish()
-        elif self._state in (_State.HEAD, _State.BODY, _State.STREAM):
+        if self._state in (_State.HEAD, _State.BODY, _State.STREAM):
             self._fail(PeerClosed(got_head=self.head is not None))
         self.closed = True
 

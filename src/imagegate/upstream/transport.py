@@ -150,7 +150,7 @@ class _Body(httpx.AsyncByteStream):
         if self._conn.reusable:
             self._pool.put_idle(self._origin, self._conn)
         else:  # abandoned half-way (the rest is still on the wire), or closed: never reused
-            self._conn.close()
+            self._conn.discard()
         self._pool.slots.release()
 
 

@@ -680,3 +680,28 @@ async def test_a_connection_answered_mid_upload_is_aborted_not_left_flushing(
             break
         await asyncio.sleep(0.01)
     assert conn.transport.get_write_buffer_size() == 0
+
+
+async def test_an_early_2xx_head_does_not_stop_the_upload(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    """A server may send its head first and read the upload after (RFC 9112 9.5 lets a client
+    stop only on an error status): stopping would leave both sides waiting for the other."""
+    size = 64_000_000
+    got: list[int] = []
+
+    async def head_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        await writer.drain()
+        got.append(len(await reader.readexactly(size)))
+        writer.write(b"ok")
+        await writer.drain()
+        await reader.read()
+
+    srv = await scripted(head_first)
+    async with await _client() as client:
+        response = await asyncio.wait_for(
+            client.post(srv.url, content=b"u" * size, timeout=httpx.Timeout(10.0, read=2.0)), timeout=20
+        )
+    assert (response.status_code, response.content, got) == (200, b"ok", [size])

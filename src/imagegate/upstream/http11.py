@@ -264,10 +264,14 @@ class Connection(asyncio.BufferedProtocol):
         """Write a request. The body goes in pieces of ``UPLOAD_PIECE`` bytes, each waiting for
         the transport to drain below its high-water mark for at most ``write_timeout``: under TLS
         the socket's buffer is below the TLS layer, which signals a full buffer only for data it
-        has not encrypted yet. Writing stops if a response head comes first (a server may answer,
-        a 413 say, before it has read the upload); the connection is then not reused. If the
-        connection ends while the upload is unfinished, the request cannot have been whole at the
-        server: ``UploadCut``. The read timeout counts from the end of the upload."""
+        has not encrypted yet. Writing stops if the server refuses first (RFC 9112 9.5: a final
+        head of 300 or more, a 413 say, or a response already whole, before it has read the
+        upload); an early 2xx head is not a refusal (a server may answer, then read on), so the
+        upload goes on. Either way a connection answered mid-upload is not reused. If the
+        connection ends while the upload is unfinished and nothing was answered, the request
+        cannot have been whole at the server: ``UploadCut``; once a head has come, a failed
+        upload is a ``ProtocolError`` (it may have been acted on). The read timeout counts from
+        the end of the upload."""
         assert self.transport is not None and self._state in (_State.IDLE, _State.DONE)
         self._state, self._method, self.head = _State.HEAD, method, None
         self._head_len, self._error, self._keep = 0, None, False
@@ -283,25 +287,34 @@ class Connection(asyncio.BufferedProtocol):
                 self.transport.write(head)
                 view = memoryview(body)
                 for start in range(0, len(view), UPLOAD_PIECE):
-                    if self._answered():
+                    if self._refused():
                         break
                     if self._error is not None or self.closed or self.transport.is_closing():
                         raise UploadCut()  # pieces still unwritten: the server has no whole request
                     self.transport.write(view[start : start + UPLOAD_PIECE])
                     if self._write_paused:
                         await self._until(
-                            lambda: not self._write_paused or self._answered(),
+                            lambda: not self._write_paused or self._refused(),
                             write_timeout,
                             WriteTimedOut,
                         )
-        except PeerClosed as exc:
-            raise UploadCut() from exc
+        except (PeerClosed, UploadCut, WriteTimedOut) as exc:
+            if self._answered():  # the server answered before the upload failed: not "not sent"
+                raise ProtocolError("the upload failed after the response head") from exc
+            if isinstance(exc, PeerClosed):
+                raise UploadCut() from exc
+            raise
         finally:
             self._sending = False
         self._touch()
 
     def _answered(self) -> bool:
         return self.head is not None
+
+    def _refused(self) -> bool:
+        """A head that ends the upload: an error status, or a response already whole."""
+        head = self.head
+        return head is not None and (head.status >= 300 or self._state is _State.DONE)
 
     async def read_head(self) -> ResponseHead:
         await self._until(lambda: self.head is not None, None, ReadTimedOut)

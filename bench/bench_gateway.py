@@ -146,6 +146,7 @@ def start(tmp: Path) -> Procs:
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEGATE_", "AZURE_OPENAI_"))}
+    env["IMAGEGATE_DATA_DIR"] = str(tmp / "gateway-data")  # its ledger, not the one in the cwd
     gateway = subprocess.Popen(
         [py, "-m", "imagegate", "serve", "--config", str(gw_cfg), "--port", str(gw_port)],
         stdout=subprocess.DEVNULL,

@@ -705,3 +705,21 @@ async def test_an_early_2xx_head_does_not_stop_the_upload(
             client.post(srv.url, content=b"u" * size, timeout=httpx.Timeout(10.0, read=2.0)), timeout=20
         )
     assert (response.status_code, response.content, got) == (200, b"ok", [size])
+
+
+async def test_idle_connections_are_retired_before_uvicorns_5_s_idle_timeout(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    srv = await scripted(_answers(OK, OK, OK))
+    async with httpx.AsyncClient(transport=Http11Transport()) as client:  # the default limits
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+        transport = client._transport
+        assert isinstance(transport, Http11Transport) and transport._pool is not None
+        (idle,) = [conn for conns in transport._pool.idle.values() for conn in conns]
+        idle.idle_since -= 3.9  # idle for 3.9 s: still reused
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+        assert srv.connections == 1
+        (idle,) = [conn for conns in transport._pool.idle.values() for conn in conns]
+        idle.idle_since -= 4.1  # idle for 4.1 s: uvicorn would close it at 5 s; retired first
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+    assert srv.connections == 2

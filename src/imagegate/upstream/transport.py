@@ -40,9 +40,14 @@ import httpx
 
 from imagegate.upstream import http11
 
-__all__ = ["Http11Transport", "UpstreamHTTPClient", "pooled_client"]
+__all__ = ["DEFAULT_LIMITS", "Http11Transport", "UpstreamHTTPClient", "pooled_client"]
 
 _Origin = tuple[str, str, int]
+
+# Idle connections are retired after 4 s, before the 5 s idle timeout of uvicorn (which serves
+# `imagegate emulator`) and of many servers like it: a connection reused just as its server
+# closes it fails with the request already sent, which may have been billed, so it is not resent.
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -160,7 +165,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
     def __init__(
         self, *, limits: httpx.Limits | None = None, ssl_context: ssl.SSLContext | None = None
     ) -> None:
-        self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._limits = limits or DEFAULT_LIMITS
         self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
         self._pool: _Pool | None = None
 
@@ -284,5 +289,5 @@ _NO_COOKIES = _NoCookies()
 def pooled_client(limits: httpx.Limits | None = None) -> httpx.AsyncClient:
     """The production upstream client: httpx's API, ``http11``'s wire code (see the docstring).
     Proxies from the environment keep working: httpx mounts its own transport for them."""
-    limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    limits = limits or DEFAULT_LIMITS
     return UpstreamHTTPClient(transport=Http11Transport(limits=limits), limits=limits)

@@ -723,3 +723,23 @@ async def test_idle_connections_are_retired_before_uvicorns_5_s_idle_timeout(
         idle.idle_since -= 4.1  # idle for 4.1 s: uvicorn would close it at 5 s; retired first
         assert (await client.post(srv.url, content=b"{}")).status_code == 200
     assert srv.connections == 2
+
+
+async def test_the_production_client_asks_for_uncompressed_bodies(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await _request_head(reader))
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()
+
+    from imagegate.upstream.transport import pooled_client
+
+    srv = await scripted(record)
+    async with pooled_client() as client:
+        assert (await client.post(srv.url, content=b"{}")).status_code == 200
+    (head,) = heads
+    assert b"\r\naccept-encoding: identity\r\n" in head.lower()

@@ -185,6 +185,22 @@ def _answers(*responses: bytes, then_close: bool = False) -> Script:
     return script
 
 
+def _answer_then_hold(response: bytes, *, read_upload: bool) -> Script:
+    """Read the request head (and its body when ``read_upload``), answer ``response``, then hold
+    the connection open without reading or writing anything more."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if read_upload:
+            await _request_head(reader)
+        else:
+            await reader.readuntil(b"\r\n\r\n")
+        writer.write(response)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    return script
+
+
 async def _client(**limits: object) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=Http11Transport(limits=httpx.Limits(**limits)))  # type: ignore[arg-type]
 
@@ -451,12 +467,9 @@ async def test_reset_during_a_close_delimited_body_is_an_error_not_its_end(
 async def test_early_answer_then_silence_ends_at_the_read_timeout(
     scripted: Callable[[Script], Awaitable[Scripted]],
 ) -> None:
-    async def answer_then_stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")  # never reads the upload
-        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 100\r\n\r\n" + b"n" * 10)
-        await writer.drain()
-        await asyncio.sleep(30)
-
+    answer_then_stall = _answer_then_hold(  # never reads the upload, sends 10 of 100 body bytes
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 100\r\n\r\n" + b"n" * 10, read_upload=False
+    )
     srv = await scripted(answer_then_stall)
     async with await _client() as client:
         with pytest.raises(httpx.ReadTimeout):
@@ -641,12 +654,9 @@ async def test_our_own_abort_does_not_end_a_close_delimited_body(
     """A read timeout aborts the connection; the close that follows is ours, not the end of the
     body, so the stream ends in ReadTimeout, not as if it were whole."""
 
-    async def one_event_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
-        await writer.drain()
-        await asyncio.sleep(30)
-
+    one_event_then_silence = _answer_then_hold(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n", read_upload=True
+    )
     srv = await scripted(one_event_then_silence)
     async with (
         await _client() as client,
@@ -661,12 +671,10 @@ async def test_our_own_abort_does_not_end_a_close_delimited_body(
 async def test_a_connection_answered_mid_upload_is_aborted_not_left_flushing(
     scripted: Callable[[Script], Awaitable[Scripted]],
 ) -> None:
-    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")  # the upload is never read, the socket never closed
-        writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno")
-        await writer.drain()
-        await asyncio.sleep(30)
-
+    # the upload is never read, the socket never closed
+    refuse = _answer_then_hold(
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno", read_upload=False
+    )
     srv = await scripted(refuse)
     async with (
         await _client() as client,

@@ -279,7 +279,7 @@ class Connection(asyncio.BufferedProtocol):
         self._pieces.clear()
         self._queued, self._chunked, self._counted = 0, None, None
         self._timeout = read_timeout
-        self._sending = True
+        self._sending, self._answered_early = True, False
         try:
             if len(body) <= UPLOAD_PIECE:
                 self.transport.writelines([head, body] if body else [head])
@@ -526,7 +526,7 @@ class Connection(asyncio.BufferedProtocol):
         # open the next exchange, so this connection carries no other
         self.head = head
         self._answered_early = self._sending
-        self._keep = reusable(head) and framing is not Framing.CLOSE and not self._sending
+        self._keep = reusable(head) and framing is not Framing.CLOSE and not self._answered_early
         self._head_len, self._framing = 0, framing
         if framing is Framing.LENGTH and _EVENT_STREAM in b"".join(head.get(b"content-type")):
             self._counted = length  # events are handed on as they come, not once all are in

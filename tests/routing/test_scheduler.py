@@ -286,3 +286,21 @@ async def test_empty_plan_is_no_deployment_available() -> None:
     s = scheduler([dep("a")])
     with pytest.raises(NoDeploymentAvailable):
         await s.acquire("default", (), deadline=1.0)
+
+
+async def test_latency_p95_agrees_with_the_status_view_and_skips_the_unobserved() -> None:
+    deps = [dep("a"), dep("b"), dep("c")]
+    s = scheduler(deps)
+    loop = asyncio.get_running_loop()
+    for name, took, quality in (("a", 20.0, "low"), ("a", 30.0, "low"), ("b", 50.0, "high")):
+        lease = await s.acquire("default", [name], deadline=loop.time() + 600)
+        await asyncio.sleep(took)
+        await s.finish(lease, AttemptResult(status=200, quality=quality))
+    views = {v.name: v for v in await s.snapshot()}
+    # a quality a deployment has seen, the any-quality estimate where it has not, none for c
+    assert await s.latency_p95_s(["a", "b", "c"], "low") == [
+        views["a"].latency_p95_s["low"],
+        views["b"].latency_p95_s["*"],
+    ]
+    assert await s.latency_p95_s(["c", "unknown"], "low") == []
+    assert views["a"].latency_p95_s["low"] > 0

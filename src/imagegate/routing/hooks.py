@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from imagegate.config import DeploymentConfig
-from imagegate.routing.scheduler import ANY_QUALITY, AttemptResult, Lease, Scheduler
+from imagegate.routing.scheduler import AttemptResult, Lease, Scheduler
 from imagegate.types import AttemptRecord
 
 __all__ = ["RoutingHooks"]
@@ -46,14 +46,7 @@ class RoutingHooks:
         """The quickest observed p95-ish latency among ``names`` for this quality (0 when none
         has been observed yet: never refuse on a guess). The p95 rather than the mean: admitted
         with only the mean left, half the requests would still be cut off (bench_goodput)."""
-        seen = []
-        for view in await self._scheduler.snapshot():
-            if view.name in names:
-                by_quality = view.latency_p95_s
-                known = by_quality.get(self._quality or ANY_QUALITY) or by_quality.get(ANY_QUALITY)
-                if known is not None:
-                    seen.append(known)
-        return min(seen, default=0.0)
+        return min(await self._scheduler.latency_p95_s(names, self._quality), default=0.0)
 
     async def finished(self, dep: DeploymentConfig, record: AttemptRecord) -> None:
         leases = self._leases.get(dep.name)

@@ -458,6 +458,20 @@ class Scheduler:
         st = await self._store.read(name)
         return {q: latency.estimate(self._latency, e) for q, e in st.latency.items() if q != ANY_QUALITY}
 
+    async def latency_p95_s(self, names: Sequence[str], quality: str | None) -> list[float]:
+        """The learnt p95 latency of each of ``names`` that has one, for ``quality`` (or over all
+        qualities when that one has not been observed): what admission needs of ``snapshot``,
+        without building the whole status view on every request."""
+        seen = []
+        for name in names:
+            if name not in self._deployments:
+                continue
+            est = (await self._store.read(name)).latency
+            known = est.get(quality or ANY_QUALITY) or est.get(ANY_QUALITY)
+            if known is not None:
+                seen.append(latency.p95(self._latency, known))
+        return seen
+
     def queued(self) -> int:
         """Requests waiting for capacity right now (all groups)."""
         return len(self._queue.waiters)

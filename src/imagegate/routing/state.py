@@ -36,6 +36,10 @@ class DeploymentState:
     reported_remaining: tuple[int, float] | None = None
 
 
+# A deployment never seen yet (frozen, so one instance serves every read).
+_FRESH = DeploymentState()
+
+
 class StateStore(Protocol):
     async def read(self, name: str) -> DeploymentState: ...
 
@@ -52,9 +56,11 @@ class InMemoryStateStore:
         self._states: dict[str, DeploymentState] = {}
 
     async def read(self, name: str) -> DeploymentState:
-        return self._states.get(name, DeploymentState())
+        state = self._states.get(name)
+        return _FRESH if state is None else state
 
     async def update(self, name: str, fn: Callable[[DeploymentState], tuple[T, DeploymentState]]) -> T:
-        value, new = fn(self._states.get(name, DeploymentState()))
+        state = self._states.get(name)
+        value, new = fn(_FRESH if state is None else state)
         self._states[name] = new
         return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,6 +82,19 @@ async def test_generation_returns_openai_body_and_gateway_headers(
     assert "content-encoding" not in r.headers
     assert backend.calls[0].prompt == "a fox" and backend.calls[0].model is None
     assert backend.request_ids == [r.headers["x-request-id"]]
+
+
+async def test_the_access_line_names_the_deployment_and_the_attempts(
+    gw: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="imagegate.server.access"):
+        r = await gw.post("/v1/images/generations", json={"prompt": "a fox"})
+        await gw.get("/healthz")
+    lines = [orjson.loads(x.getMessage()) for x in caplog.records if x.name == "imagegate.server.access"]
+    assert [(x["path"], x.get("deployment"), x.get("attempts")) for x in lines] == [
+        ("/v1/images/generations", r.headers["x-imagegate-deployment"], 2),
+        ("/healthz", None, None),
+    ]
 
 
 async def test_gzip_is_never_applied_to_image_bodies(gw: httpx.AsyncClient) -> None:

@@ -252,6 +252,21 @@ async def test_keys_and_prompts_never_logged(caplog: pytest.LogCaptureFixture) -
     assert KEY not in repr(result) and "a red fox" not in repr(REQ)
 
 
+async def test_a_failed_attempt_is_logged_at_info_a_success_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="imagegate.upstream")
+    calls = iter(
+        [
+            json_response(500, {"error": {"code": "server_error", "message": "x"}}),
+            httpx.Response(200, content=ok_body()),
+        ]
+    )
+    await client_for(lambda r: next(calls)).send([dep()], REQ)
+    levels = {r.getMessage().split(" deployment=")[0]: r.levelname for r in caplog.records}
+    assert levels == {"upstream attempt 1": "INFO", "upstream attempt 2": "DEBUG"}
+
+
 async def test_probe_reads_400_as_healthy_without_generating() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = orjson.loads(request.content)

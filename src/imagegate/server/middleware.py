@@ -72,8 +72,14 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+# Response headers an image route sets that the access line repeats: which deployment served
+# and after how many upstream attempts (the attempt loop logs only failed attempts at INFO).
+_SERVED_BY = {b"x-imagegate-deployment": "deployment", b"x-imagegate-attempts": "attempts"}
+
+
 class AccessLogMiddleware:
-    """One INFO line per request as JSON: method, path (no query string), status, bytes, time.
+    """One INFO line per request as JSON: method, path (no query string), status, bytes, time,
+    and for an image request the deployment that served it and the upstream attempts it took.
 
     The same timing feeds ``observe(route_template, method, status, duration_s)`` (the metrics).
 
@@ -99,11 +105,16 @@ class AccessLogMiddleware:
         start = self.clock()
         status = 0
         sent = 0
+        served: dict[str, Any] = {}
 
         async def counting_send(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                for name, value in message.get("headers", ()):
+                    field = _SERVED_BY.get(name)
+                    if field is not None:
+                        served[field] = int(value) if field == "attempts" else bytes(value).decode("latin-1")
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -130,6 +141,7 @@ class AccessLogMiddleware:
                 for key in ("key_id", "model", "deployment", "error_code"):
                     if key in state:
                         line[key] = state[key]
+                line.update(served)
                 access_log.info(orjson.dumps(line).decode())
 
 

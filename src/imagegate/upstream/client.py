@@ -8,8 +8,9 @@ sleeps through the injected ``sleep``. Failing over to the next deployment count
 Every attempt is recorded (``AttemptRecord``) on the result, or on the error when it gives up.
 
 Time comes from the injected ``clock`` (monotonic seconds) and randomness from ``rand`` so tests
-run with a fake clock and no real sleeping. One INFO log line per attempt: deployment, status,
-outcome and latency, never the prompt, the payload or a key.
+run with a fake clock and no real sleeping. One log line per attempt: deployment, status,
+outcome and latency, never the prompt, the payload or a key; INFO for a failed attempt, DEBUG for
+a success (the access line of the request names the deployment and the number of attempts).
 """
 
 from __future__ import annotations
@@ -390,7 +391,9 @@ class UpstreamClient:
             remaining_requests=seen.remaining,
             queued_s=seen.queued_s,
         )
-        log.info(
+        # A success is on the request's access line (deployment, attempts); a failure is news.
+        log.log(
+            logging.DEBUG if record.outcome == "ok" else logging.INFO,
             "upstream attempt %d deployment=%s status=%s outcome=%s latency_s=%.3f",
             number,
             dep.name,

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from imagegate.errors import InvalidRequest
 from imagegate.server.middleware import request_state
-from imagegate.server.parsing import parse_edit, parse_generation
+from imagegate.server.parsing import ParsedCall, parse_edit, parse_generation
 from imagegate.server.state import gateway_state
 
 __all__ = ["router"]
@@ -140,7 +140,7 @@ async def _generation(request: Request, model: str | None) -> Response:
         call,
         headers=request.headers,
         request_id=scope_state["request_id"],
-        origin=_origin(request),
+        origin=_origin(request, call),
         state=scope_state,
     )
 
@@ -156,12 +156,16 @@ async def _edit(request: Request, model: str | None) -> Response:
         call,
         headers=request.headers,
         request_id=scope_state["request_id"],
-        origin=_origin(request),
+        origin=_origin(request, call),
         state=scope_state,
     )
 
 
-def _origin(request: Request) -> str:
+def _origin(request: Request, call: ParsedCall) -> str:
+    """Where image URLs point (this gateway as the client reached it), for ``response_format=url``
+    only: Starlette builds ``request.url`` from the scope on each access (~1 % of a request)."""
+    if call.response_format != "url":
+        return ""
     return f"{request.url.scheme}://{request.url.netloc}"
 
 

@@ -82,3 +82,41 @@ async def test_a_transport_error_names_its_request_and_a_closed_client_refuses()
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await client.post("https://aoai.example/images")
+
+
+def _same(a: httpx.Request, b: httpx.Request) -> None:
+    assert (a.method, a.url, a.headers.raw, a.content, a.extensions) == (
+        b.method,
+        b.url,
+        b.headers.raw,
+        b.content,
+        b.extensions,
+    )
+
+
+async def test_built_requests_are_what_httpx_builds() -> None:
+    settings: dict[str, object] = {"headers": {"accept-encoding": "identity"}, "timeout": httpx.Timeout(5.0)}
+    ours, theirs = UpstreamHTTPClient(**settings), httpx.AsyncClient(**settings)  # type: ignore[arg-type]
+    url = httpx.URL(
+        "https://aoai.example/openai/deployments/d/images/generations", params={"api-version": "v"}
+    )
+    headers = {"content-type": "application/json", "api-key": "k-1"}
+    async with ours, theirs:
+        for timeout in (httpx.Timeout(3.0, read=9.0), httpx.USE_CLIENT_DEFAULT):
+            for _ in range(2):  # the second time from the kept merge
+                kwargs = {"headers": headers, "content": b'{"prompt": "x"}', "timeout": timeout}
+                _same(ours.build_request("POST", url, **kwargs), theirs.build_request("POST", url, **kwargs))  # type: ignore[arg-type]
+        # a new key (a refreshed token) and a client header changed in place: merged afresh
+        for client in (ours, theirs):
+            client.headers["x-extra"] = "1"
+        rotated = {**headers, "api-key": "k-2"}
+        _same(
+            ours.build_request("POST", url, headers=rotated),
+            theirs.build_request("POST", url, headers=rotated),
+        )
+        assert ours.build_request("POST", url, headers=rotated).headers["x-extra"] == "1"
+        # anything else (a form, a string URL, params) is httpx's own build_request
+        form = {"data": {"prompt": "x"}, "files": [("image", ("a.png", b"png", "image/png"))]}
+        a = ours.build_request("POST", str(url), params={"q": "1"}, **form)  # type: ignore[arg-type]
+        b = theirs.build_request("POST", str(url), params={"q": "1"}, **form)  # type: ignore[arg-type]
+        assert (a.url, a.headers["content-type"].split(";")[0]) == (b.url, "multipart/form-data")

@@ -37,6 +37,7 @@ import datetime
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 from httpx._exceptions import request_context  # what httpx's send wraps the transport in
@@ -271,6 +272,9 @@ class _NoCookies(httpx.Cookies):
         return None
 
 
+_MAX_MERGED = 256
+
+
 class UpstreamHTTPClient(httpx.AsyncClient):
     """An ``httpx.AsyncClient`` that keeps no cookies. One client serves every tenant's
     requests, so a cookie an upstream sets (a load balancer's affinity cookie, say) must not be
@@ -283,6 +287,66 @@ class UpstreamHTTPClient(httpx.AsyncClient):
     generator, redirect loop, a stream wrapper per response, a log call) was ~2.5 % of the
     gateway's CPU per request. Anything else goes through httpx's own ``send``. The one
     difference: ``response.elapsed`` is set when the body has been read, not for a stream."""
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        content: httpx._types.RequestContent | None = None,
+        data: httpx._types.RequestData | None = None,
+        files: httpx._types.RequestFiles | None = None,
+        json: Any | None = None,
+        params: httpx._types.QueryParamTypes | None = None,
+        headers: httpx._types.HeaderTypes | None = None,
+        cookies: httpx._types.CookieTypes | None = None,
+        timeout: httpx._types.TimeoutTypes | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT,
+        extensions: httpx._types.RequestExtensions | None = None,
+    ) -> httpx.Request:
+        """httpx's ``build_request``; for an absolute URL, a body of bytes and a dict of headers
+        (every upstream call), without re-merging the same client headers into each request:
+        the merged headers are kept per set of request headers (~1.5 % of a request)."""
+        if (
+            isinstance(url, httpx.URL)
+            and url.is_absolute_url
+            and isinstance(headers, dict)
+            and (content is None or isinstance(content, bytes))
+            and data is None
+            and files is None
+            and json is None
+            and params is None
+            and cookies is None
+            and extensions is None
+        ):
+            limits = timeout if isinstance(timeout, httpx.Timeout) else self._timeout_of(timeout)
+            return httpx.Request(
+                method,
+                url,
+                content=content,
+                headers=self._merged(headers),
+                extensions={"timeout": limits.as_dict()},
+            )
+        return super().build_request(
+            method, url, content=content, data=data, files=files, json=json, params=params,
+            headers=headers, cookies=cookies, timeout=timeout, extensions=extensions,
+        )  # fmt: skip
+
+    def _timeout_of(
+        self, timeout: httpx._types.TimeoutTypes | httpx._client.UseClientDefault
+    ) -> httpx.Timeout:
+        return self.timeout if isinstance(timeout, httpx._client.UseClientDefault) else httpx.Timeout(timeout)
+
+    def _merged(self, headers: dict[str, str]) -> httpx.Headers:
+        """The client's headers updated with ``headers``, as httpx merges them, made once per
+        distinct pair (the client's headers are part of the key: they may be changed in place)."""
+        key = (tuple(self.headers.raw), tuple(headers.items()))
+        merged = self._merged_headers.get(key)
+        if merged is None:
+            if len(self._merged_headers) >= _MAX_MERGED:  # tokens rotate: old entries go
+                self._merged_headers.clear()
+            merged = self._merged_headers[key] = httpx.Headers(self.headers)
+            merged.update(headers)
+        return merged
 
     async def send(
         self,
@@ -317,6 +381,12 @@ class UpstreamHTTPClient(httpx.AsyncClient):
                 raise
             response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._merged_headers: dict[
+            tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[str, str], ...]], httpx.Headers
+        ] = {}
+        super().__init__(**kwargs)
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -107,8 +107,8 @@ def build_app(state: GatewayState, *, lifespan: Lifespan | None = None) -> FastA
     )
     app.state.gateway = state
     install_error_handlers(app)
+    app.include_router(images.router)  # first: the routes nearly every request matches
     app.include_router(ops.router)
-    app.include_router(images.router)
     app.include_router(files.router)
     app.include_router(admin.router)
     return app

@@ -39,7 +39,7 @@ from imagegate.config_load import load
 from imagegate.emulator import create_emulator_app
 from imagegate.emulator.config import default_emulator_config
 from imagegate.server.app import create_app
-from imagegate.server.gc_tuning import freeze_startup_objects
+from imagegate.server.gc_tuning import tune_collector
 from imagegate.server.heap import keep_large_blocks
 from imagegate.server.responses import SlicedResponse
 from imagegate.server.settings import ServerSettings
@@ -171,7 +171,7 @@ async def main(requests: int) -> None:
         settings=ServerSettings(url_secret=b"bench-secret-16-bytes", data_dir=tmp),
         open_access=True,
     )
-    freeze_startup_objects({})  # as `imagegate serve` does, once the app is built
+    tune_collector({})  # as `imagegate serve` does, once the app is built
     startup: asyncio.Queue[Any] = asyncio.Queue()
     replies: asyncio.Queue[Any] = asyncio.Queue()
     await startup.put({"type": "lifespan.startup"})

@@ -38,7 +38,7 @@ from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.deployments import run_gateway_prober, status_source
 from imagegate.server.errors import install_error_handlers
-from imagegate.server.gc_tuning import freeze_startup_objects
+from imagegate.server.gc_tuning import tune_collector
 from imagegate.server.governance import Governance
 from imagegate.server.heap import keep_large_blocks
 from imagegate.server.library import LibraryBackend
@@ -339,5 +339,5 @@ def app_from_environ(environ: Mapping[str, str] | None = None) -> FastAPI:
     config = load(None, env)
     settings = settings_from_environ(env)
     app = create_app(config, settings=settings, bind_host=env.get("IMAGEGATE_BIND_HOST", "127.0.0.1"))
-    freeze_startup_objects(env)
+    tune_collector(env)
     return app

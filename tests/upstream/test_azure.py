@@ -283,3 +283,16 @@ def test_classify_never_raises(status: int, body: object, as_bytes: bool) -> Non
     assert isinstance(out, Payload | ImageGateError)
     if status >= 300:
         assert isinstance(out, ImageGateError)
+
+
+@pytest.mark.parametrize(
+    ("headers", "request_id"),
+    [
+        ({"APIM-Request-Id": "apim-1", "X-Request-Id": "x-1", "X-Ms-Region": "East US 2"}, "apim-1"),
+        ({"x-request-id": "x-2", "x-ms-region": "East US 2"}, "x-2"),
+    ],
+)
+def test_request_id_and_region_are_read_whatever_their_case(headers: dict[str, str], request_id: str) -> None:
+    out = classify("east", httpx.Response(200, content=ok_body(), headers=headers))
+    assert isinstance(out, Payload)
+    assert (out.request_id, out.region) == (request_id, "East US 2")

@@ -52,6 +52,7 @@ __all__ = [
     "classify",
     "parse_retry_after",
     "parse_usage",
+    "plain_headers",
     "wire_request",
 ]
 
@@ -318,13 +319,20 @@ def _success(dep: str, response: httpx.Response) -> Payload | ImageGateError:
             deployment=dep,
         )
     created = parsed.get("created") if isinstance(parsed.get("created"), int) else None
+    headers = plain_headers(response)
     return Payload(
         images=images,
         usage=parse_usage(parsed.get("usage")),
         created=created,
-        request_id=request_id_of(response.headers),
-        region=response.headers.get("x-ms-region"),
+        request_id=request_id_of(headers),
+        region=headers.get("x-ms-region"),
     )
+
+
+def plain_headers(response: httpx.Response) -> dict[str, str]:
+    """The response's headers as a dict of lower-case names (the last value of a repeated one),
+    for reading several: each lookup in ``httpx.Headers`` lower-cases, encodes and scans them all."""
+    return dict(response.headers.multi_items())
 
 
 def request_id_of(headers: Mapping[str, str]) -> str | None:

@@ -46,6 +46,7 @@ from imagegate.upstream.azure import (
     classify,
     classify_stream_error,
     parse_usage,
+    plain_headers,
     request_id_of,
     wire_request,
 )
@@ -93,8 +94,9 @@ class _Seen:
 
     def saw(self, response: httpx.Response) -> None:
         self.status = response.status_code
-        self.request_id = request_id_of(response.headers)
-        raw = response.headers.get("x-ratelimit-remaining-requests", "")
+        headers = plain_headers(response)
+        self.request_id = request_id_of(headers)
+        raw = headers.get("x-ratelimit-remaining-requests", "")
         self.remaining = int(raw) if raw.lstrip("-").isdigit() else None
 
 

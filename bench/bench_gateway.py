@@ -10,7 +10,10 @@ JSON), each at 1, 16 and 64 concurrent requests, all on 127.0.0.1:
 
 Printed from one run: p50/p95 latency, the p50 the proxy adds over ``direct`` at the same
 concurrency, CPU seconds per request of the proxy process(es) (and the kernel's part of it), the
-gateway/nginx ratios, and the gateway's peak RSS during the 64-concurrent run. Targets (issue 5):
+share of the machine's CPU time the hypervisor took while each target ran ("steal", from
+``/proc/stat``: on a shared VM it varies from minute to minute, and a round with a high share
+ran on a slower machine), the gateway/nginx ratios, and the gateway's peak RSS during the
+64-concurrent run. Targets (issue 5):
 added p50 ≤ 5 ms at 16 concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
 
     .venv/bin/python bench/bench_gateway.py [--quick] [--pin]
@@ -218,6 +221,17 @@ def start_nginx(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes] 
     return proc, f"http://127.0.0.1:{port}"
 
 
+def steal_ticks() -> tuple[int, int]:
+    """(steal, all) clock ticks of the machine so far, from ``/proc/stat`` ((0, 0) elsewhere):
+    the time a hypervisor gave these CPUs to someone else. A run with a high share measured a
+    machine that was slower than itself for part of the time."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def cpu_s(pids: list[int]) -> tuple[float, float]:
     """(user, system) CPU seconds of the process trees."""
     user = system = 0.0
@@ -270,6 +284,12 @@ class Run:
     cpu_per_request_s: float
     sys_per_request_s: float  # the kernel's part of cpu_per_request_s
     bytes_per_response: int
+    steal: int = 0  # clock ticks the hypervisor took from this machine's CPUs during the run
+    ticks: int = 0  # all clock ticks of this machine's CPUs during the run
+
+    @property
+    def steal_share(self) -> float:
+        return self.steal / self.ticks if self.ticks else 0.0
 
 
 async def load(
@@ -302,10 +322,14 @@ async def load(
                 results.append(await one())
 
         user0, sys0 = cpu_s(pids)
+        steal0, ticks0 = steal_ticks()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        steal1, ticks1 = steal_ticks()
         user1, sys1 = cpu_s(pids)
     used, kernel = (user1 - user0) + (sys1 - sys0), sys1 - sys0
-    return Run([r[0] for r in results], used / total, kernel / total, results[0][1])
+    return Run(
+        [r[0] for r in results], used / total, kernel / total, results[0][1], steal1 - steal0, ticks1 - ticks0
+    )
 
 
 def merge(total: Run | None, more: Run) -> Run:
@@ -314,7 +338,14 @@ def merge(total: Run | None, more: Run) -> Run:
     n, m = len(total.latencies_s), len(more.latencies_s)
     cpu = (total.cpu_per_request_s * n + more.cpu_per_request_s * m) / (n + m)
     kernel = (total.sys_per_request_s * n + more.sys_per_request_s * m) / (n + m)
-    return Run(total.latencies_s + more.latencies_s, cpu, kernel, total.bytes_per_response)
+    return Run(
+        total.latencies_s + more.latencies_s,
+        cpu,
+        kernel,
+        total.bytes_per_response,
+        total.steal + more.steal,
+        total.ticks + more.ticks,
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -396,7 +427,7 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
     )
     print(
         f"{'target':8s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'added p50 ms':>13s} "
-        f"{'CPU ms/req':>11s} {'of it sys':>9s}"
+        f"{'CPU ms/req':>11s} {'of it sys':>9s} {'steal':>6s}"
     )
     for level in LEVELS:
         base = statistics.median(results[("direct", level)].latencies_s)
@@ -408,7 +439,7 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
             kernel = "" if name == "direct" else f"{run.sys_per_request_s * 1000:9.2f}"
             print(
                 f"{name:8s} {level:4d} {p50 * 1000:8.2f} {pct(run.latencies_s, 0.95) * 1000:8.2f} "
-                f"{added:>13s} {cpu:>11s} {kernel:>9s}"
+                f"{added:>13s} {cpu:>11s} {kernel:>9s} {run.steal_share:6.1%}"
             )
     if "nginx" in targets:
         print("\ngateway vs nginx (same run):")

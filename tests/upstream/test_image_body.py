@@ -129,3 +129,22 @@ def test_unreadable_header_leaves_size_unknown() -> None:
 
     image = GeneratedImage.from_b64(b"bm90IGFuIGltYWdl")  # "not an image"
     assert (image.format, image.width, image.height) == (None, None, None)
+
+
+LONG = base64.b64encode(bytes(range(256)) * 2400).decode()  # 819,200 characters: several pieces
+
+
+@pytest.mark.parametrize("at", [0, 262_100, 262_143, 262_144, 262_145, 524_300, len(LONG) - 2])
+def test_an_escape_anywhere_in_a_long_value_goes_to_the_full_parser(at: int) -> None:
+    value = LONG[:at] + "\\/" + LONG[at + 1 :]  # JSON's optional escape of "/", in some piece
+    body = b'{"data":[{"b64_json":"' + value.encode() + b'"}],"usage":{"total_tokens":1}}'
+    assert _spans(body) is None
+    check(body)
+
+
+@pytest.mark.parametrize("length", [262_143, 262_144, 262_145, 524_288, len(LONG)])
+def test_a_long_value_ending_on_or_near_a_piece_boundary_is_cut_exactly(length: int) -> None:
+    body = b'{"data":[{"b64_json":"' + LONG[:length].encode() + b'"}],"note":"a \\\\ b"}'
+    spans = _spans(body)
+    assert spans == [(22, 22 + length)]  # the backslash after the value is not in it
+    check(body)

@@ -12,7 +12,8 @@ Printed from one run: p50/p95 latency, the p50 the proxy adds over ``direct`` at
 concurrency, CPU seconds per request of the proxy process(es) (and the kernel's part of it), the
 share of the machine's CPU time the hypervisor took while each target ran ("steal", from
 ``/proc/stat``: on a shared VM it varies from minute to minute, and a round with a high share
-ran on a slower machine), the gateway/nginx ratios, and the gateway's peak RSS during the
+ran on a slower machine; it shows only part of that: on this VM the same run has also been 2x
+slower with under 2 % steal), the gateway/nginx ratios, and the gateway's peak RSS during the
 64-concurrent run. Targets (issue 5):
 added p50 ≤ 5 ms at 16 concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
 

@@ -286,7 +286,16 @@ class UpstreamHTTPClient(httpx.AsyncClient):
     upstream client's case: keys are headers, a redirect is an answer). That loop (auth flow
     generator, redirect loop, a stream wrapper per response, a log call) was ~2.5 % of the
     gateway's CPU per request. Anything else goes through httpx's own ``send``. The one
-    difference: ``response.elapsed`` is set when the body has been read, not for a stream."""
+    difference: ``response.elapsed`` is set when the body has been read, not for a stream. Both
+    shortcuts use httpx internals (``_transport_for_url``, ``request_context``, the ``_types``
+    aliases) of the pinned httpx; ``tests/upstream/test_client_send.py`` compares the results
+    with httpx's own and breaks first if a new httpx changes them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._merged_headers: dict[
+            tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[str, str], ...]], httpx.Headers
+        ] = {}
+        super().__init__(**kwargs)
 
     def build_request(
         self,
@@ -381,12 +390,6 @@ class UpstreamHTTPClient(httpx.AsyncClient):
                 raise
             response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._merged_headers: dict[
-            tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[str, str], ...]], httpx.Headers
-        ] = {}
-        super().__init__(**kwargs)
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -751,3 +751,15 @@ async def test_the_production_client_asks_for_uncompressed_bodies(
         assert (await client.post(srv.url, content=b"{}")).status_code == 200
     (head,) = heads
     assert b"\r\naccept-encoding: identity\r\n" in head.lower()
+
+
+async def test_header_values_are_kept_as_bytes_whatever_they_hold(
+    scripted: Callable[[Script], Awaitable[Scripted]],
+) -> None:
+    # obs-text (RFC 9110 allows bytes 0x80-0xFF in a field value): handed on, not a crash
+    odd = b"HTTP/1.1 200 OK\r\nx-ms-region: Su\xe9de\r\napim-request-id: r-1\r\ncontent-length: 2\r\n\r\n{}"
+    srv = await scripted(_answers(odd))
+    async with await _client() as client:
+        response = await client.post(srv.url, content=b"{}")
+    assert response.headers.raw[0] == (b"x-ms-region", b"Su\xe9de")
+    assert response.headers["apim-request-id"] == "r-1" and response.json() == {}

@@ -211,7 +211,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise
         return httpx.Response(
             status_code=head.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers],
+            headers=head.headers,  # bytes as read: httpx keeps them, no decode and re-encode
             stream=_Body(pool, origin, conn, request),
             request=request,
             extensions={

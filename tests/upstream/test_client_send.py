@@ -115,6 +115,13 @@ async def test_built_requests_are_what_httpx_builds() -> None:
             theirs.build_request("POST", url, headers=rotated),
         )
         assert ours.build_request("POST", url, headers=rotated).headers["x-extra"] == "1"
+        # client-level query parameters are merged as httpx merges them
+        with_params = {"params": {"trace": "1"}}
+        async with UpstreamHTTPClient(**with_params) as p1, httpx.AsyncClient(**with_params) as p2:  # type: ignore[arg-type]
+            assert (
+                p1.build_request("POST", url, headers=headers).url
+                == p2.build_request("POST", url, headers=headers).url
+            )
         # anything else (a form, a string URL, params) is httpx's own build_request
         form = {"data": {"prompt": "x"}, "files": [("image", ("a.png", b"png", "image/png"))]}
         a = ours.build_request("POST", str(url), params={"q": "1"}, **form)  # type: ignore[arg-type]

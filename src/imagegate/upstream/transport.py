@@ -324,6 +324,7 @@ class UpstreamHTTPClient(httpx.AsyncClient):
             and files is None
             and json is None
             and params is None
+            and not self.params
             and cookies is None
             and extensions is None
         ):

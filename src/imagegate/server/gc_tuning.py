@@ -27,6 +27,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Mapping
 
+from imagegate.server.settings import turned_off
+
 __all__ = ["YOUNG_THRESHOLD", "tune_collector"]
 
 YOUNG_THRESHOLD = 5_000
@@ -35,8 +37,7 @@ YOUNG_THRESHOLD = 5_000
 def tune_collector(environ: Mapping[str, str]) -> int:
     """Collect, freeze every object alive now, raise the young generation's threshold; the
     number of objects frozen (0 when turned off, and nothing is changed)."""
-    setting = environ.get("IMAGEGATE_GC_TUNING", "1").strip().lower()
-    if setting in {"0", "false", "no", "off"}:
+    if turned_off(environ, "IMAGEGATE_GC_TUNING"):
         return 0
     gc.collect()
     gc.freeze()

@@ -25,6 +25,8 @@ import ctypes.util
 import logging
 from collections.abc import Mapping
 
+from imagegate.server.settings import turned_off
+
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_large_blocks"]
 
 _log = logging.getLogger("imagegate.server")
@@ -39,8 +41,7 @@ TRIM_THRESHOLD = 128 * 1024 * 1024  # free heap kept for reuse: ~60 images of 2 
 
 def keep_large_blocks(environ: Mapping[str, str]) -> bool:
     """Fix glibc's mmap and trim thresholds for this process; True when both were applied."""
-    setting = environ.get("IMAGEGATE_MALLOC_TUNING", "1").strip().lower()
-    if setting in {"0", "false", "no", "off"}:
+    if turned_off(environ, "IMAGEGATE_MALLOC_TUNING"):
         return False
     name = ctypes.util.find_library("c")
     if name is None:

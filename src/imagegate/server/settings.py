@@ -23,6 +23,7 @@ __all__ = [
     "ServerLimits",
     "ServerSettings",
     "settings_from_environ",
+    "turned_off",
 ]
 
 MIB = 1024 * 1024
@@ -171,6 +172,15 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         ledger_batch_rows=batch,
         ledger_max_pending=pending,
     )
+
+
+def turned_off(environ: Mapping[str, str], name: str) -> bool:
+    """Whether an on-by-default switch (``IMAGEGATE_MALLOC_TUNING``, ``IMAGEGATE_GC_TUNING``)
+    is set to ``0``, ``false``, ``no`` or ``off`` (any case); any other value leaves it on."""
+    return environ.get(name, "1").strip().lower() in _OFF
+
+
+_OFF = frozenset({"0", "false", "no", "off"})
 
 
 def _number(

@@ -328,7 +328,11 @@ class UpstreamHTTPClient(httpx.AsyncClient):
             and cookies is None
             and extensions is None
         ):
-            limits = timeout if isinstance(timeout, httpx.Timeout) else self._timeout_of(timeout)
+            limits = (
+                self.timeout
+                if isinstance(timeout, httpx._client.UseClientDefault)
+                else httpx.Timeout(timeout)
+            )
             return httpx.Request(
                 method,
                 url,
@@ -340,11 +344,6 @@ class UpstreamHTTPClient(httpx.AsyncClient):
             method, url, content=content, data=data, files=files, json=json, params=params,
             headers=headers, cookies=cookies, timeout=timeout, extensions=extensions,
         )  # fmt: skip
-
-    def _timeout_of(
-        self, timeout: httpx._types.TimeoutTypes | httpx._client.UseClientDefault
-    ) -> httpx.Timeout:
-        return self.timeout if isinstance(timeout, httpx._client.UseClientDefault) else httpx.Timeout(timeout)
 
     def _merged(self, headers: dict[str, str]) -> httpx.Headers:
         """The client's headers updated with ``headers``, as httpx merges them, made once per

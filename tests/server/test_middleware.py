@@ -34,6 +34,19 @@ async def test_well_formed_request_id_is_adopted_and_bad_one_replaced(client: ht
     assert got.startswith("req_")
 
 
+async def test_an_adopted_request_id_fits_the_ledger(client: httpx.AsyncClient) -> None:
+    """The request id is the ledger's and the audit log's ``request_id`` (64 characters): a
+    longer one is not adopted, so it can never be cut short (and merged with another) there."""
+    from imagegate.stores.schema import audit_events, ledger_entries
+
+    width = ledger_entries.c.request_id.type.length
+    assert width == audit_events.c.request_id.type.length == 64
+    fits, too_long = "t" * width, "t" * (width + 1)
+    assert (await client.get("/healthz", headers={"x-request-id": fits})).headers["x-request-id"] == fits
+    got = (await client.get("/healthz", headers={"x-request-id": too_long})).headers["x-request-id"]
+    assert got.startswith("req_") and len(got) <= width
+
+
 async def test_access_log_is_one_json_line_without_query_or_headers(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -102,3 +102,18 @@ async def test_record_many_keeps_order_and_assigns_ids(stores: Any) -> None:
     assert [e.outcome for e in events] == ["first", "b0", "b1", "b2", "b3", "b4", "given-id"]
     assert len({e.id for e in events}) == 7 and events[-1].id == "evt_given"
     assert events[1].cost_usd == Decimal("0.012345679") and events[1].details == {"n": 1, "http_status": 200}
+
+
+async def test_client_supplied_text_longer_than_its_column_is_cut_not_refused(stores: Any) -> None:
+    """The audit event of a request names the client's model (``target``) and request id: a
+    long one is cut to its column, not refused (PostgreSQL checks lengths, SQLite does not)."""
+    event = AuditEvent(
+        at=T0, actor_kind="key", action="image.generate", outcome="invalid_request",
+        target="m" * 300, request_id="r" * 200, actor_name="n" * 300,
+    )  # fmt: skip
+    await stores.audit.record_many([event, replace(event, target="ok", request_id="req_2")])
+    first, second = [e async for e in stores.audit.export()]
+    for name in ("target", "request_id", "actor_name"):
+        stored, sent = getattr(first, name), getattr(event, name)
+        assert stored and sent.startswith(stored), name
+    assert second.target == "ok"

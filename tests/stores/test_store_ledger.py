@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -167,3 +168,24 @@ async def test_record_many_is_one_transaction_in_sql(sql_engine: Any) -> None:
         event.remove(engine.sync_engine, "commit", on_commit)
     assert len(commits) == 1
     assert len(await ledger.entries(request_id="rt")) == 50
+
+
+async def test_client_supplied_text_longer_than_its_column_is_cut_not_refused(stores: Any) -> None:
+    """A client chooses the model name, size, quality, request id and idempotency key of the
+    rows it causes; PostgreSQL refuses a value longer than its column (SQLite does not check),
+    so a long one must be cut to fit rather than make the row unwritable on one backend."""
+    long = replace(
+        request("r" * 200, "key_a", "m" * 300, "0.01", T0),
+        size="s" * 100,
+        quality="q" * 100,
+        idempotency_key="i" * 400,
+        status="rejected",
+    )
+    await stores.ledger.record_many([long, request("short", "key_a", "gpt-image-1", "0.02", T0)])
+    rows = {e.request_id[:5]: e for e in await stores.ledger.entries()}
+    assert set(rows) == {"rrrrr", "short"}
+    back = rows["rrrrr"]
+    for name in ("request_id", "logical_model", "size", "quality", "idempotency_key"):
+        stored, sent = getattr(back, name), getattr(long, name)
+        assert stored and sent.startswith(stored), name
+    assert back.cost_usd == Decimal("0.01")

@@ -20,6 +20,7 @@ from imagegate.errors import StorageError
 from imagegate.ports import AuditEvent, CostGroup, EntryKind, LedgerEntry
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.stores.memory import MemoryAuditLog, MemoryLedger
+from imagegate.stores.sql import sql_stores_for
 from imagegate.stores.writebehind import WriteBehind
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -285,3 +286,26 @@ async def test_close_cuts_a_backoff_short() -> None:
     assert time.sleeping and time.asked[-1] == 5.0
     await writer.aclose()
     assert ledger.batches == [3]
+
+
+@pytest.mark.parametrize("sql_engine", ["sqlite", "postgres"], indirect=True)
+async def test_a_row_the_database_refuses_does_not_block_the_others(sql_engine: Any) -> None:
+    """A client can put a NUL character in the model it names (``"\\u0000"`` is valid JSON);
+    PostgreSQL refuses it in a text column (SQLite keeps it). That refusal says nothing about
+    the database being down: the row is dropped and counted, the others are written. (Retrying
+    it as if the database were down would hold back every later row until the buffer overflowed.)"""
+    time = FakeTime()
+    metrics = GatewayMetrics()
+    sql = sql_stores_for(sql_engine)
+    writer = WriteBehind(
+        sql.ledger, sql.audit, clock=time.clock, sleep=time.sleep, on_drop=metrics.observe_ledger_drop
+    )
+    [bad] = entries_of("bad", attempts=0)
+    bad = replace(bad, logical_model="nul\x00model")
+    writer.submit([*entries_of("r1", attempts=0), bad, *entries_of("r2", attempts=0)])
+    await time.advance()
+    assert writer.pending == 0
+    written = await request_ids(writer)
+    assert {"r1", "r2"} <= set(written)
+    assert ("bad" in written) != (dropped_rows(metrics, "invalid") == 1)
+    await writer.aclose()

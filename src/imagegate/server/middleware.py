@@ -41,7 +41,7 @@ __all__ = [
 access_log = logging.getLogger("imagegate.server.access")
 error_log = logging.getLogger("imagegate.server")
 
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # 64: the ledger's request_id column
 
 
 def request_state(scope: Scope) -> dict[str, Any]:

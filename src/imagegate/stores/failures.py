@@ -5,6 +5,12 @@ status instead of a driver exception and a 500; the original stays chained for t
 ``maps_storage_errors`` decorates an adapter class: every public coroutine method and async
 generator method is wrapped. Errors from our own tree (BudgetExceeded, Conflict, ...) pass
 through untouched.
+
+A statement the database refuses because of the *data* (SQLSTATE class 22, data exception: a
+NUL character in text, a value too long; class 23, a constraint) becomes :class:`RowRefused`, a
+``StorageError`` like the rest for callers on the request path, which the ledger's write-behind
+tells apart: retrying such a row can never succeed, so it is dropped and counted instead of
+being retried as if the database were down (which would hold back every row queued after it).
 """
 
 from __future__ import annotations
@@ -15,14 +21,28 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from imagegate.errors import ImageGateError, StorageError
 
-__all__ = ["maps_storage_errors", "storage_error"]
+__all__ = ["RowRefused", "maps_storage_errors", "storage_error"]
 
 C = TypeVar("C", bound=type)
 _FOREIGN = (SQLAlchemyError, RedisError, OSError, TimeoutError)
+_REFUSED_SQLSTATE_CLASSES = ("22", "23")  # data exception, integrity constraint violation
+
+
+class RowRefused(StorageError):
+    """The database is up but refused the statement's data; the same rows will be refused again."""
+
+
+def _refused(exc: BaseException) -> bool:
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, DBAPIError):  # asyncpg errors reach SQLAlchemy as a generic DBAPIError
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _REFUSED_SQLSTATE_CLASSES
+    return False
 
 
 def storage_error(backend: str, exc: BaseException) -> StorageError:
@@ -31,6 +51,8 @@ def storage_error(backend: str, exc: BaseException) -> StorageError:
         if isinstance(exc, DBAPIError) and exc.orig is not None
         else type(exc).__name__
     )
+    if _refused(exc):
+        return RowRefused(f"{backend} refused the data ({cause})")
     return StorageError(f"{backend} is unavailable or refused the operation ({cause}); retry later")
 
 

@@ -8,6 +8,7 @@ UTC (``UtcDateTime`` refuses naive datetimes and hands back aware ones on every 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "audit_events",
     "budget_reservations",
     "budget_windows",
+    "fit_to_columns",
     "idempotency_keys",
     "ledger_entries",
     "metadata",
@@ -174,3 +176,27 @@ audit_events = Table(
     Column("details", Text, nullable=False),  # JSON object
 )
 Index("ix_ig_audit_events_at", audit_events.c.at)
+
+
+def fit_to_columns(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A function that cuts each string value to its ``String(n)`` column's length.
+
+    For the append-only ledger and audit tables, whose text fields include what a client chose
+    (its model name, size, quality, request id, idempotency key): PostgreSQL refuses a value
+    longer than its column, SQLite stores it whole, so without this a long one would make the
+    row unwritable on one backend only. A record cut short is better than none.
+    """
+    widths = {
+        c.name: c.type.length
+        for c in table.columns
+        if isinstance(c.type, String) and not isinstance(c.type, Text) and c.type.length
+    }
+
+    def fit(values: dict[str, Any]) -> dict[str, Any]:
+        for name, width in widths.items():
+            value = values.get(name)
+            if isinstance(value, str) and len(value) > width:
+                values[name] = value[:width]
+        return values
+
+    return fit

@@ -15,31 +15,34 @@ from imagegate.ports import AuditEvent
 from imagegate.stores.audit import new_event_id
 from imagegate.stores.engine import reader
 from imagegate.stores.failures import maps_storage_errors
-from imagegate.stores.schema import audit_events
+from imagegate.stores.schema import audit_events, fit_to_columns
 
 __all__ = ["SqlAuditLog"]
 
 _A = audit_events.c
 EXPORT_PAGE = 500
 _INSERT = audit_events.insert()  # compiled once; many rows go through the driver's executemany
+_fit = fit_to_columns(audit_events)
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": event.id or new_event_id(),
-        "at": event.at,
-        "actor_kind": event.actor_kind,
-        "actor_id": event.actor_id,
-        "actor_name": event.actor_name,
-        "action": event.action,
-        "target": event.target,
-        "outcome": event.outcome,
-        "request_id": event.request_id,
-        "cost_nanos": None if event.cost_usd is None else usd_to_nanos(event.cost_usd),
-        "prompt": event.prompt,
-        "prompt_sha256": event.prompt_sha256,
-        "details": json.dumps(dict(event.details), sort_keys=True),
-    }
+    return _fit(
+        {
+            "id": event.id or new_event_id(),
+            "at": event.at,
+            "actor_kind": event.actor_kind,
+            "actor_id": event.actor_id,
+            "actor_name": event.actor_name,
+            "action": event.action,
+            "target": event.target,
+            "outcome": event.outcome,
+            "request_id": event.request_id,
+            "cost_nanos": None if event.cost_usd is None else usd_to_nanos(event.cost_usd),
+            "prompt": event.prompt,
+            "prompt_sha256": event.prompt_sha256,
+            "details": json.dumps(dict(event.details), sort_keys=True),
+        }
+    )
 
 
 @maps_storage_errors("the database")

@@ -21,7 +21,7 @@ from imagegate.policy.budget import nanos_to_usd, usd_to_nanos
 from imagegate.ports import CostGroup, CostRow, EntryKind, LedgerEntry
 from imagegate.stores.engine import reader
 from imagegate.stores.failures import maps_storage_errors
-from imagegate.stores.schema import ledger_entries
+from imagegate.stores.schema import fit_to_columns, ledger_entries
 
 __all__ = ["SqlLedger", "entry_kind_for", "group_label", "utc_day"]
 
@@ -30,6 +30,7 @@ _FIELDS = [f.name for f in dataclasses.fields(LedgerEntry)]
 # One statement object for every write: with a list of parameter dicts SQLAlchemy compiles it
 # once (and caches that) and hands the rows to the driver's executemany.
 _INSERT = ledger_entries.insert()
+_fit = fit_to_columns(ledger_entries)
 
 
 def entry_kind_for(by: CostGroup) -> EntryKind:
@@ -51,7 +52,7 @@ def _row(entry: LedgerEntry) -> dict[str, Any]:
     values["kind"] = entry.kind.value
     values["cost_nanos"] = usd_to_nanos(values.pop("cost_usd"))
     values["day"] = utc_day(entry.started_at)
-    return values
+    return _fit(values)
 
 
 @maps_storage_errors("the database")

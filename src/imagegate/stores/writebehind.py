@@ -23,8 +23,9 @@ rows and is retried with exponential backoff (``retry_initial_s`` doubling to ``
 logged with the error's secret-free message, never the rows (an audit row may hold a prompt).
 While it fails, rows keep queuing up to ``max_buffered`` per table (50 000: minutes of full
 load, tens of MB); beyond that the oldest are dropped, counted (``on_drop``, a Prometheus counter
-in the gateway) and reported by an ERROR line. Any other exception means a row the store refuses
-as such (a naive datetime, say): that batch is retried row by row and only the refused rows are
+in the gateway) and reported by an ERROR line. A ``RowRefused`` (the database is up but refuses
+the data: a NUL character in text, say) or any other exception means a row the store refuses as
+such (a naive datetime, say): that batch is retried row by row and only the refused rows are
 dropped, so one bad row cannot block the queue. ``aclose`` writes everything still queued,
 retrying for up to ``drain_timeout_s`` before it gives up (and counts what it could not write).
 
@@ -45,6 +46,7 @@ from typing import Any, Generic, TypeVar
 
 from imagegate.errors import ImageGateError, StorageError
 from imagegate.ports import AuditEvent, AuditLog, CostGroup, CostRow, Ledger, LedgerEntry
+from imagegate.stores.failures import RowRefused
 
 __all__ = ["DropCounter", "WriteBehind", "WriteBehindAuditLog", "WriteBehindLedger"]
 
@@ -295,6 +297,15 @@ class WriteBehind:
         try:
             await lane.write(batch)
             return True
+        except RowRefused as exc:
+            log.warning(
+                "ledger write-behind: the database refused a batch of %d %s row(s) (%s); "
+                "writing them one by one",
+                len(batch),
+                lane.table,
+                _describe(exc),
+            )
+            return await self._write_one_by_one(lane, batch)
         except StorageError as exc:
             lane.put_back(batch)
             log.warning(
@@ -322,6 +333,8 @@ class WriteBehind:
         for i, row in enumerate(batch):
             try:
                 await lane.write((row,))
+            except RowRefused:
+                refused += 1
             except StorageError:
                 lane.put_back(batch[i:])  # the database itself fails now: retry the rest later
                 if refused:

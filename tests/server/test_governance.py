@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from imagegate.errors import UpstreamFailed
+from imagegate.errors import RateLimited, UpstreamFailed
 from imagegate.policy.budget import Period
 from imagegate.ports import EntryKind, KeyScope
 from imagegate.server.governance import Governance
@@ -99,6 +99,32 @@ async def test_rpm_is_429_with_retry_after(gw: httpx.AsyncClient, stores: Memory
     r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
     assert r.headers["retry-after"] == "13" and r.headers["retry-after-ms"] == "12500"
     assert "x-should-retry" not in r.headers
+
+
+def _rate_limited(text: str, source: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'imagegate_rate_limited_total{{source="{source}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_rate_limited_metric_names_who_refused(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    """``source="key"`` counts the 429s of a key's rpm only. A 429 that the pipeline gave up on
+    (Azure kept answering 429, or routing found no capacity before the deadline) is not the
+    key's doing: counting it as ``key`` would send an operator to raise rpms that are not the
+    problem (Azure's 429s are counted per attempt, as ``upstream``)."""
+    limited = await _key(stores, rpm=1)
+    for _ in range(2):
+        await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": limited})
+    upstream = RateLimited("deployment gpt-image-1 answered 429 (rate limited): ...", retry_after_s=3)
+    backend.fail_with = upstream
+    free = await _key(stores)
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": free})
+    assert r.status_code == 429
+    text = (await gw.get("/metrics")).text
+    assert _rate_limited(text, "key") == 1.0
 
 
 async def test_budget_is_reserved_then_settled_and_exhaustion_names_it(

@@ -76,7 +76,8 @@ class GatewayMetrics:
         )
         self.rate_limited = Counter(
             "imagegate_rate_limited",
-            "429s, by source: 'key' (a virtual key's rpm), 'budget', 'upstream' (Azure said 429).",
+            "429s, by source: 'key' (a virtual key's rpm refused the request), 'budget' (its "
+            "budget did), 'upstream' (an upstream attempt Azure answered 429).",
             ["source"],
             registry=r,
         )

@@ -85,9 +85,6 @@ class ImageService:
             return await self._handle(
                 call, headers=headers, request_id=request_id, origin=origin, state=state
             )
-        except RateLimited:
-            self.metrics.rate_limited.labels("key").inc()
-            raise
         except BudgetExceeded:
             self.metrics.rate_limited.labels("budget").inc()
             raise
@@ -111,7 +108,11 @@ class ImageService:
         caller = await self.governance.authorize(credential_from(headers), scope)
         state["key_id"] = caller.key_id
         state["model"] = scope.logical_model
-        await self.governance.rate(caller)
+        try:
+            await self.governance.rate(caller)
+        except RateLimited:  # the key's rpm; a 429 the pipeline gives up on is not the key's
+            self.metrics.rate_limited.labels("key").inc()
+            raise
         if call.response_format == "url" and self.blobs is None:
             raise InvalidRequest.for_field(
                 "response_format", "url", "b64_json (this gateway has no image store)"

@@ -114,3 +114,49 @@ async def test_multipart_gets_the_larger_limit(small_client: httpx.AsyncClient) 
     assert r.status_code == 200
     r = await small_client.post("/echo", files={"image": ("a.png", b"z" * 1200, "image/png")})
     assert r.status_code == 413
+
+
+async def _send_half_a_body_then_hang_up(app: FastAPI, path: str) -> list[dict[str, object]]:
+    """Drive ``app`` as uvicorn does when a client sends half its declared body and leaves."""
+    incoming: list[dict[str, object]] = [
+        {"type": "http.request", "body": b'{"prompt": "a f', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client gone before its body arrived is the client's doing: no ERROR with a traceback
+    (an operator's alert) and no 500 in the metrics (the 5xx rate); it is counted as 499, the
+    status proxies use for "client closed request"."""
+    app = _echo_app(ServerLimits())
+    with caplog.at_level(logging.INFO):
+        await _send_half_a_body_then_hang_up(app, "/echo")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imagegate.server.access"]
+    assert line["status"] == 499 and line["error_code"] == "client_disconnected"
+    text = (await _metrics(app)).text
+    assert 'imagegate_requests_total{method="POST",route="/echo",status="499"} 1.0' in text
+    assert 'status="500"' not in text
+
+
+async def _metrics(app: FastAPI) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        return await c.get("/metrics")

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.errors import ImageGateError, PayloadTooLarge
@@ -41,6 +42,7 @@ __all__ = [
 access_log = logging.getLogger("imagegate.server.access")
 error_log = logging.getLogger("imagegate.server")
 
+CLIENT_DISCONNECTED = "client_disconnected"  # error_code of a request whose client left mid-body
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # 64: the ledger's request_id column
 
 
@@ -126,10 +128,12 @@ class AccessLogMiddleware:
             await self.app(scope, receive, counting_send)
         finally:
             duration_s = self.clock() - start
+            if not status:  # nothing was sent: a client that left (499), else the server failed
+                status = 499 if request_state(scope).get("error_code") == CLIENT_DISCONNECTED else 500
             if self.observe is not None:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                self.observe(template, str(scope.get("method")), status or 500, duration_s)
+                self.observe(template, str(scope.get("method")), status, duration_s)
             if access_log.isEnabledFor(logging.INFO):
                 state = request_state(scope)
                 line: dict[str, Any] = {
@@ -137,7 +141,7 @@ class AccessLogMiddleware:
                     "request_id": state.get("request_id"),
                     "method": scope.get("method"),
                     "path": scope.get("path"),
-                    "status": status or 500,
+                    "status": status,
                     "bytes_out": sent,
                     "duration_ms": round(duration_s * 1000, 3),
                 }
@@ -173,6 +177,10 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # The client left before its request was read: nobody to answer and nothing broken
+            # here, so no traceback; the access line says so (status 499, this error code).
+            request_state(scope)["error_code"] = CLIENT_DISCONNECTED
         except Exception as exc:
             state = request_state(scope)
             rid = state.get("request_id")

@@ -14,6 +14,7 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     │   ├── PermissionDenied            403
     │   ├── NotFound                    404  (unknown model / deployment / job)
     │   ├── Conflict                    409  (idempotency key reused with another body)
+    │   ├── RequestTimeout              408  the body stopped arriving
     │   ├── PayloadTooLarge             413
     │   ├── RateLimited                 429  retry_after_s
     │   └── BudgetExceeded              429  budget, limit_usd, remaining_usd
@@ -55,6 +56,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
+    "RequestTimeout",
     "StorageError",
     "UpstreamError",
     "UpstreamFailed",
@@ -173,6 +175,13 @@ class Conflict(ClientError):
 class PayloadTooLarge(ClientError):
     code = "payload_too_large"
     http_status = 413
+
+
+class RequestTimeout(ClientError):
+    """The client stopped sending its request body (nothing was done with the request)."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class RateLimited(ClientError):

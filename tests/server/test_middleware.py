@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -160,3 +161,61 @@ async def test_a_client_that_hangs_up_mid_body_is_not_a_server_error(
 async def _metrics(app: FastAPI) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         return await c.get("/metrics")
+
+
+async def _post_with_pauses(
+    app: FastAPI, pieces: list[tuple[float, bytes | None]]
+) -> list[dict[str, object]]:
+    """POST to ``/echo`` a body sent as ``(pause_s, piece)``; ``None``: the client stalls for good."""
+    total = sum(len(p) for _, p in pieces if p is not None)
+    queue = list(pieces)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        if not queue:
+            await asyncio.Event().wait()  # the body is complete: wait for a disconnect that never comes
+        pause, piece = queue.pop(0)
+        await asyncio.sleep(pause)
+        if piece is None:
+            await asyncio.Event().wait()  # headers sent, then nothing: a slow-loris client
+        return {"type": "http.request", "body": piece, "more_body": bool(queue)}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/echo", "raw_path": b"/echo", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(total).encode())],
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.looptime
+async def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection() -> None:
+    """Without a limit a client that sends its headers and then stalls holds its connection and
+    a task forever, and keeps a graceful shutdown waiting for it. The gateway waits
+    ``body_timeout_s`` (60 s) for each next piece of a body, then answers 408 naming the limit
+    and closes the connection."""
+    limits = ServerLimits()
+    assert limits.body_timeout_s == 60.0
+    app = _echo_app(limits)
+    sent = await _post_with_pauses(app, [(0.0, b'{"prompt": "a f'), (0.0, None)])
+    start, body = sent[0], sent[-1]
+    assert start["status"] == 408
+    headers = dict(start["headers"])  # type: ignore[arg-type]
+    assert headers[b"connection"] == b"close" and headers[b"x-request-id"].startswith(b"req_")
+    error = json.loads(body["body"])["error"]  # type: ignore[arg-type]
+    assert error["code"] == "request_timeout" and "60" in error["message"]
+    assert asyncio.get_running_loop().time() == pytest.approx(60.0, abs=1.0)  # looptime's clock
+
+
+@pytest.mark.looptime
+async def test_a_slow_body_that_keeps_coming_is_read_whole() -> None:
+    """The limit is on the wait for the *next* piece (as nginx's client_body_timeout), not on
+    the whole upload: a large edit over a slow link arrives in pieces well within it."""
+    app = _echo_app(ServerLimits())
+    sent = await _post_with_pauses(app, [(40.0, b"a" * 10), (40.0, b"b" * 10), (40.0, b"c" * 10)])
+    assert sent[0]["status"] == 200 and sent[-1]["body"] == b"30"

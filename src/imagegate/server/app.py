@@ -94,7 +94,11 @@ def build_app(state: GatewayState, *, lifespan: Lifespan | None = None) -> FastA
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware, observe=observe),
         Middleware(ErrorMiddleware),
-        Middleware(BodySizeLimitMiddleware, limit_for=_body_limit(state.limits)),
+        Middleware(
+            BodySizeLimitMiddleware,
+            limit_for=_body_limit(state.limits),
+            timeout_s=state.limits.body_timeout_s,
+        ),
     ]
     app = FastAPI(
         title="imagegate",

@@ -8,6 +8,8 @@ anything written against OpenAI or Azure) parses it unchanged::
 Headers, decided here and nowhere else:
 
 * ``retry-after`` and ``retry-after-ms`` on 429/503 when the error knows when capacity returns.
+* ``connection: close`` on a 408 (the body stopped arriving: what is left of it must not be
+  read as the next request on the connection).
 * ``x-should-retry: false`` when a retry by the caller cannot help or could double-bill: every
   client error except a per-key rate limit, every upstream failure (the gateway's own upstream
   client already spent its attempts, so the SDK's two retries would multiply them), storage
@@ -43,6 +45,7 @@ from imagegate.errors import (
     InvalidRequest,
     NoDeploymentAvailable,
     RateLimited,
+    RequestTimeout,
     UpstreamError,
     UpstreamStatusError,
 )
@@ -64,6 +67,7 @@ _HTTP_CODES: Mapping[int, tuple[str, str]] = {
     404: ("not_found", "invalid_request_error"),
     405: ("method_not_allowed", "invalid_request_error"),
     406: ("not_acceptable", "invalid_request_error"),
+    408: ("request_timeout", "invalid_request_error"),
     409: ("conflict", "invalid_request_error"),
     413: ("payload_too_large", "invalid_request_error"),
     415: ("unsupported_media_type", "invalid_request_error"),
@@ -134,7 +138,7 @@ def render_error(exc: ImageGateError, *, request_id: str | None = None) -> Respo
     if status == 500:
         details["request_id"] = request_id
     retry_after_s = _retry_after(exc)
-    return error_response(
+    response = error_response(
         status,
         message=message,
         type=exc.error_type,
@@ -144,6 +148,10 @@ def render_error(exc: ImageGateError, *, request_id: str | None = None) -> Respo
         retry_after_s=retry_after_s,
         should_retry=_should_retry(exc, retry_after_s),
     )
+    if isinstance(exc, RequestTimeout):
+        # the rest of a stalled body may still come: never read it as the next request
+        response.headers["connection"] = "close"
+    return response
 
 
 def _param_of(loc: Sequence[int | str]) -> str:

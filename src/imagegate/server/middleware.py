@@ -12,11 +12,12 @@ The order is declared once, in ``server.app``::
     RequestIdMiddleware      outermost: every response, even a 500, carries x-request-id
     AccessLogMiddleware      one structured JSON line per request (no prompts, keys or bodies)
     ErrorMiddleware          anything that escaped the routes → OpenAI-shaped 500 (or its 4xx)
-    BodySizeLimitMiddleware  413 before reading a body larger than allowed
+    BodySizeLimitMiddleware  413 before reading a body larger than allowed; 408 when it stalls
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -28,7 +29,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagegate.errors import ImageGateError, PayloadTooLarge
+from imagegate.errors import ImageGateError, PayloadTooLarge, RequestTimeout
 from imagegate.server.errors import internal_error_response, render_error
 
 __all__ = [
@@ -198,16 +199,22 @@ class ErrorMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 when a request body is larger than ``limit_for(scope)`` bytes.
+    """413 when a request body is larger than ``limit_for(scope)`` bytes; 408 when the next piece
+    of a body takes longer than ``timeout_s`` to arrive.
 
     A declared ``content-length`` over the limit is refused before reading anything; a chunked
     body is counted as it arrives and refused as soon as it passes the limit. The limit is chosen
     per request (a JSON generation needs far less room than a multipart edit with 16 images).
+    The timeout applies between pieces while the body is incomplete, never after (the app then
+    waits on ``receive`` for a disconnect for as long as a response streams).
     """
 
-    def __init__(self, app: ASGIApp, *, limit_for: Callable[[Scope], int]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit_for: Callable[[Scope], int], timeout_s: float | None = None
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -221,14 +228,27 @@ class BodySizeLimitMiddleware:
             )
             return
         seen = 0
+        complete = False
+        timeout_s = self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete or timeout_s is None:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        message = await receive()
+                except TimeoutError:
+                    raise RequestTimeout(
+                        f"the request body stopped arriving: no data for {timeout_s:g} s "
+                        f"(the longest the gateway waits for the next piece of a body)"
+                    ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _too_large(limit)
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -42,6 +42,9 @@ class ServerLimits:
     max_image_bytes         50 MiB      Azure's per-image limit for edits
     max_mask_bytes          4 MiB       Azure's limit for the mask
     max_image_pixels        40 M        Pillow decompression-bomb guard (8K×5K)
+    body_timeout_s          60 s        longest wait for the next piece of a request body
+                                        (nginx's client_body_timeout): a client that sends
+                                        its headers and stalls gets a 408, not a task forever
     ======================  ==========  ==================================================
     """
 
@@ -51,6 +54,7 @@ class ServerLimits:
     max_image_bytes: int = 50 * MIB
     max_mask_bytes: int = 4 * MIB
     max_image_pixels: int = 40_000_000
+    body_timeout_s: float = 60.0
 
 
 DEFAULT_LIMITS = ServerLimits()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from imagegate.cli.running import fail_on_errors
+
 __all__ = ["serve"]
 
 FACTORY = "imagegate.server.app:app_from_environ"
@@ -26,12 +28,19 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn/imagegate log level."),
 ) -> None:
     """Run the OpenAI- and Azure-compatible image gateway."""
+    import anyio
     import uvicorn
+
+    from imagegate.server.preflight import preflight
 
     if config is not None:
         if not config.is_file():
             raise typer.BadParameter(f"{config} is not a file", param_hint="--config")
         os.environ["IMAGEGATE_CONFIG"] = str(config)
+    # Configuration, environment, database and open mode, checked once before any worker: one
+    # clear message and exit code 2 (1: the database is down) instead of each worker's traceback.
+    with fail_on_errors():
+        anyio.run(preflight, dict(os.environ), host)
     # Every worker must sign image URLs with the same secret, or a URL minted by one worker
     # would be refused by the next; generate one per `serve` when none is configured.
     os.environ.setdefault("IMAGEGATE_URL_SECRET", secrets.token_urlsafe(32))

@@ -14,7 +14,6 @@ address, and says so loudly; bound elsewhere it refuses to start.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import time
@@ -33,7 +32,6 @@ from imagegate.api import AsyncImageGate
 from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.config_load import load
-from imagegate.errors import ConfigError
 from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.deployments import run_gateway_prober, status_source
@@ -50,6 +48,7 @@ from imagegate.server.middleware import (
     ErrorMiddleware,
     RequestIdMiddleware,
 )
+from imagegate.server.preflight import is_loopback, open_mode_refused
 from imagegate.server.routes import admin, files, images, ops
 from imagegate.server.routes.files import IMAGE_ROUTE
 from imagegate.server.service import ImageService
@@ -125,15 +124,6 @@ def models_of(config: ImageGateConfig) -> tuple[ModelEntry, ...]:
     names.update(dict.fromkeys(d.name for d in config.deployments))
     names.update(dict.fromkeys(d.model for d in config.deployments))
     return tuple(ModelEntry(n) for n in names)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(
@@ -319,14 +309,8 @@ async def _decide_access(governance: Governance, settings: ServerSettings, bind_
     keys = governance.keys
     if keys is None or settings.admin_key is not None or await keys.list():
         return
-    if not _is_loopback(bind_host):
-        raise ConfigError(
-            [
-                f"bound to {bind_host} with no admin key and no virtual keys: anyone could generate "
-                "images at your expense. Set IMAGEGATE_ADMIN_KEY (then create keys with POST "
-                "/admin/keys) or create a key with `imagegate keys create`, or bind 127.0.0.1."
-            ]
-        )
+    if not is_loopback(bind_host):
+        raise open_mode_refused(bind_host)
     governance.keys = None
     log.warning(
         "imagegate: OPEN MODE - no admin key and no virtual keys, so requests are not authenticated. "

@@ -179,3 +179,20 @@ def test_environment_problems_say_which_variable() -> None:
             None,
             {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "prod-img"},
         )
+
+
+def test_a_deployment_without_credentials_still_has_its_numbers_checked(tmp_path: Path) -> None:
+    """Every problem at once: a deployment whose credentials are missing is still read through,
+    so its bad rpm, concurrency and weight are reported with the missing key, not after it."""
+    path = write(
+        tmp_path,
+        "deployments:\n  - name: a\n    endpoint: https://a\n    model: gpt-image-1\n"
+        "    rpm: -3\n    concurrency: lots\n    weight: heavy\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load(path, {}, today=TODAY)
+    problems = info.value.problems
+    assert any("no credentials" in p for p in problems)
+    assert any(p.startswith("deployments[0] (a).rpm: -3") for p in problems)
+    assert any(p.startswith("deployments[0] (a).concurrency: 'lots'") for p in problems)
+    assert any(p.startswith("deployments[0] (a).weight: 'heavy'") for p in problems)

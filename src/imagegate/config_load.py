@@ -203,6 +203,15 @@ def _deployment(
     if not isinstance(priority, int) or isinstance(priority, bool):
         p.add(f"{where}.priority", f"{priority!r} is not an integer")
         priority = 0
+    # Read every field before giving up on the deployment, so all its problems are reported.
+    deployment = p.string(raw, "deployment", where)
+    region = p.string(raw, "region", where)
+    rpm = p.number(raw, "rpm", where, integer=True)
+    concurrency = p.number(raw, "concurrency", where, integer=True)
+    rpm_window_s = float(p.number(raw, "rpm_window_s", where) or DEFAULT_RPM_WINDOW_S)
+    weight = float(p.number(raw, "weight", where) or 1.0)
+    price_override = _price_override(raw.get("price_override"), f"{where}.price_override", p)
+    timeouts = _timeouts(raw.get("timeouts"), f"{where}.timeouts", p)
     if name is None or model is None or auth is None:
         return None
     return DeploymentConfig(
@@ -210,19 +219,19 @@ def _deployment(
         kind=kind,
         endpoint=endpoint.rstrip("/"),
         model=model,
-        deployment=p.string(raw, "deployment", where),
-        region=p.string(raw, "region", where),
+        deployment=deployment,
+        region=region,
         auth=auth,
         api_version=api_version,
         route=route,
-        rpm=p.number(raw, "rpm", where, integer=True),
-        concurrency=p.number(raw, "concurrency", where, integer=True),
-        rpm_window_s=float(p.number(raw, "rpm_window_s", where) or DEFAULT_RPM_WINDOW_S),
+        rpm=rpm,
+        concurrency=concurrency,
+        rpm_window_s=rpm_window_s,
         priority=priority,
-        weight=float(p.number(raw, "weight", where) or 1.0),
-        price_override=_price_override(raw.get("price_override"), f"{where}.price_override", p),
+        weight=weight,
+        price_override=price_override,
         tags=tuple(tags),
-        timeouts=_timeouts(raw.get("timeouts"), f"{where}.timeouts", p),
+        timeouts=timeouts,
     )
 
 

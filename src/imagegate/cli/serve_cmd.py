@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -47,16 +50,34 @@ def serve(
     os.environ["IMAGEGATE_BIND_HOST"] = host
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
     typer.echo(_banner(host, port))
-    uvicorn.run(
-        FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,  # the gateway writes its own structured access log
-        timeout_keep_alive=30,
-    )
+    with _metrics_shared_by(workers):
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,  # the gateway writes its own structured access log
+            timeout_keep_alive=30,
+        )
+
+
+@contextmanager
+def _metrics_shared_by(workers: int) -> Iterator[None]:
+    """With several workers, a scrape of ``/metrics`` reaches one of them: give them a fresh
+    directory for prometheus-client's multiprocess mode (``server.metrics``), removed when the
+    server stops. A ``PROMETHEUS_MULTIPROC_DIR`` already set is used as it is (empty it between
+    runs, as prometheus-client asks)."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="imagegate-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def _banner(host: str, port: int) -> str:

@@ -34,7 +34,7 @@ from imagegate.config import ImageGateConfig
 from imagegate.config_load import load
 from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
-from imagegate.server.deployments import run_gateway_prober, status_source
+from imagegate.server.deployments import run_gateway_prober, run_gauge_refresher, status_source
 from imagegate.server.errors import install_error_handlers
 from imagegate.server.gc_tuning import tune_collector
 from imagegate.server.governance import Governance
@@ -179,7 +179,7 @@ def create_app(
         audit=audit or memory.audit,
         default_model=config.default_model,
     )
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(shared_routing_state=config.routing_state.backend == "redis")
     service = ImageService(
         backend=LibraryBackend(gate),
         governance=governance,
@@ -230,23 +230,13 @@ def create_app(
         try:
             if open_access is None:
                 await _decide_access(governance, settings, bind_host)
-            prober = (
-                asyncio.create_task(
-                    run_gateway_prober(gate, tick_s=settings.probe_tick_s, sleep=sleep or anyio.sleep),
-                    name="imagegate-prober",
-                )
-                if settings.probe_tick_s > 0
-                else None
-            )
+            tasks = _start_background(gate, state, settings, sleep or anyio.sleep)
             try:
                 yield
             finally:
-                if prober is not None:
-                    prober.cancel()
-                    # wait() (not ``await prober``) so the prober's own CancelledError is not
-                    # mistaken for, or swallowed as, a cancellation of the shutdown itself
-                    await asyncio.wait({prober})
+                await _stop(tasks)
         finally:
+            metrics.forget_this_process()
             if writer is not None:
                 await writer.aclose()  # every queued row reaches the database before it closes
             await gate.aclose()
@@ -256,6 +246,32 @@ def create_app(
                 await sql.aclose()
 
     return build_app(state, lifespan=lifespan)
+
+
+def _start_background(
+    gate: AsyncImageGate,
+    state: GatewayState,
+    settings: ServerSettings,
+    sleep: Callable[[float], Awaitable[None]],
+) -> set[asyncio.Task[None]]:
+    """The active prober, and with several worker processes the gauge refresher."""
+    tasks = set()
+    if settings.probe_tick_s > 0:
+        prober = run_gateway_prober(gate, tick_s=settings.probe_tick_s, sleep=sleep)
+        tasks.add(asyncio.create_task(prober, name="imagegate-prober"))
+    if state.metrics.multiprocess_dir is not None:  # see server.metrics
+        refresher = run_gauge_refresher(state.metrics, state.deployment_status, sleep=sleep)
+        tasks.add(asyncio.create_task(refresher, name="imagegate-gauges"))
+    return tasks
+
+
+async def _stop(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        # wait() (not ``await task``) so a task's own CancelledError is not mistaken for, or
+        # swallowed as, a cancellation of the shutdown itself
+        await asyncio.wait(tasks)
 
 
 async def _open_sql(settings: ServerSettings, governance: Governance, service: ImageService) -> SqlStores:
@@ -300,7 +316,7 @@ def _write_behind(
     )
     governance.ledger = writer.ledger
     governance.audit = writer.audit
-    metrics.ledger_pending.set_function(lambda: writer.pending)
+    metrics.track_ledger_pending(lambda: writer.pending)
     return writer
 
 

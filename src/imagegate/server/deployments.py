@@ -19,13 +19,14 @@ from typing import Any
 from imagegate.api import AsyncImageGate
 from imagegate.routing.prober import ProbeAnswer, run_prober
 from imagegate.routing.scheduler import DeploymentView
-from imagegate.server.metrics import GatewayMetrics
+from imagegate.server.metrics import GAUGE_REFRESH_S, GatewayMetrics
 
 __all__ = [
     "DeploymentStatus",
     "StatusSource",
     "refresh_gauges",
     "run_gateway_prober",
+    "run_gauge_refresher",
     "status_json",
     "status_source",
 ]
@@ -131,3 +132,25 @@ async def run_gateway_prober(gate: AsyncImageGate, *, tick_s: float, sleep: Slee
         except Exception:
             log.exception("imagegate: active probing failed; retrying in %.0fs", tick_s)
             await sleep(tick_s)
+
+
+async def run_gauge_refresher(
+    metrics: GatewayMetrics,
+    status: StatusSource | None,
+    *,
+    sleep: Sleep,
+    tick_s: float = GAUGE_REFRESH_S,
+) -> None:
+    """With several worker processes a scrape is answered by one of them from every worker's
+    metric files, so each worker writes what only it knows (its routing view, its queue, its
+    ledger backlog) every ``tick_s`` until cancelled. A failing read is logged and retried."""
+    while True:
+        try:
+            if status is not None:
+                refresh_gauges(metrics, await status())
+            metrics.refresh_process_gauges()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("imagegate: refreshing the metric gauges failed; retrying in %.0fs", tick_s)
+        await sleep(tick_s)

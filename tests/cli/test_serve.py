@@ -72,6 +72,9 @@ def test_a_public_address_with_an_admin_key_starts(tmp_path: Path, started: list
     result = _serve(tmp_path, "--host", "0.0.0.0", IMAGEGATE_ADMIN_KEY="admin-key-for-serve-tests")
     assert result.exit_code == 0, result.output
     assert [call["host"] for call in started] == ["0.0.0.0"]
+    [call] = started
+    assert call["log_config"]["formatters"]["default"]["()"].endswith("logconfig.JsonFormatter")
+    assert call["access_log"] is False  # the gateway's own access lines, not uvicorn's
     assert "imagegate gateway on http://0.0.0.0:45999" in result.stdout
     assert (tmp_path / "data" / "imagegate.db").exists()  # migrated once, before any worker
 

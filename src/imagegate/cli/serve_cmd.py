@@ -34,6 +34,7 @@ def serve(
     import anyio
     import uvicorn
 
+    from imagegate.server.logconfig import uvicorn_log_config
     from imagegate.server.preflight import preflight
 
     if config is not None:
@@ -58,6 +59,7 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
+            log_config=uvicorn_log_config(log_level),  # uvicorn's lines are JSON too
             access_log=False,  # the gateway writes its own structured access log
             timeout_keep_alive=30,
         )

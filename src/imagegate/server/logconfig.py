@@ -1,4 +1,10 @@
-"""Logging for a gateway process: JSON access lines as they are, other records one line each.
+"""Logging for a gateway process: every line on stderr is one JSON object.
+
+``{"ts": "2026-12-02T07:14:40.123Z", "level": "info", "logger": "imagegate.server.access", ...}``:
+an access line (already a JSON object, ``server.middleware``) keeps its fields after these three;
+any other record has ``message`` and, with an exception, ``exc`` (the traceback as one string,
+so it stays one line for a log pipeline). ``serve`` hands uvicorn the same formatter
+(``uvicorn_log_config``), so its "Started server process" lines are JSON too.
 
 Applied by ``app_from_environ`` (each uvicorn worker), never on import, so embedding the app
 or testing it leaves the host's logging alone.
@@ -8,23 +14,62 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["configure_logging"]
+import orjson
+
+__all__ = ["JsonFormatter", "configure_logging", "uvicorn_log_config"]
+
+ACCESS_LOGGER = "imagegate.server.access"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        head = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        message = record.getMessage()
+        if record.name == ACCESS_LOGGER and message.startswith("{") and not record.exc_info:
+            # the access line is a JSON object already: splice the head in front of its fields
+            return orjson.dumps(head).decode()[:-1] + "," + message[1:]
+        line: dict[str, Any] = {**head, "message": message}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["exc"] = record.exc_text
+        return orjson.dumps(line, default=str).decode()
 
 
 def configure_logging(level: str = "info") -> None:
-    """Send ``imagegate.*`` records to stderr at ``level`` (idempotent)."""
+    """Send ``imagegate.*`` records to stderr at ``level`` as JSON lines (idempotent)."""
     root = logging.getLogger("imagegate")
     if any(getattr(h, "_imagegate", False) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter())
     handler._imagegate = True  # type: ignore[attr-defined]
-    access = logging.StreamHandler(sys.stderr)
-    access.setFormatter(logging.Formatter("%(message)s"))
-    access._imagegate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    access_logger = logging.getLogger("imagegate.server.access")
-    access_logger.addHandler(access)
-    access_logger.propagate = False
+    logging.getLogger(ACCESS_LOGGER).propagate = True  # one handler, on "imagegate", for all
+
+
+def uvicorn_log_config(level: str = "info") -> dict[str, Any]:
+    """uvicorn's ``log_config``: its own records as JSON lines on stderr too."""
+    formatter = {"()": f"{__name__}.JsonFormatter"}
+    handler = {"formatter": "default", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"default": handler},
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.access": {"handlers": ["default"], "level": level.upper(), "propagate": False},
+        },
+    }

@@ -91,14 +91,19 @@ class _Problems:
             return None
         return value
 
-    def string(self, raw: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
+    def string(
+        self, raw: Mapping[str, Any], key: str, where: str, *, required: bool = False, secret: bool = False
+    ) -> str | None:
+        """``raw[key]`` as a non-empty string. ``secret``: a bad value is described by its type
+        only (a key YAML read as a number or a list must not be echoed in an error)."""
         value = raw.get(key)
         if value is None:
             if required:
                 self.add(f"{where}.{key}", "missing")
             return None
         if not isinstance(value, str) or not value:
-            self.add(f"{where}.{key}", f"{value!r} is not a non-empty string")
+            shown = f"a value of type {type(value).__name__} (not shown)" if secret else repr(value)
+            self.add(f"{where}.{key}", f"{shown} is not a non-empty string")
             return None
         return value
 
@@ -119,7 +124,7 @@ def _auth(raw: Mapping[str, Any], where: str, environ: Mapping[str, str], p: _Pr
     if spec not in (None, "api_key") and not (isinstance(spec, Mapping) and spec.get("type") == "api_key"):
         p.add(f"{where}.auth", "must be {type: entra, ...} or omitted (api_key / api_key_env)")
         return None
-    literal = p.string(raw, "api_key", where)
+    literal = p.string(raw, "api_key", where, secret=True)
     env_name = p.string(raw, "api_key_env", where)
     if literal and env_name:
         p.add(where, "give api_key or api_key_env, not both")

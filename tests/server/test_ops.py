@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+from pathlib import Path
+
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from imagegate.server.app import build_app
@@ -79,3 +85,46 @@ def test_models_of_config_lists_groups_deployments_and_models() -> None:
     assert len(ids) == len(set(ids))
     for name in ids:
         assert config.deployments_for(name)
+
+
+async def _readyz(tmp_path: Path, routing_url: str, limits_url: str) -> httpx.Response:
+    """``/readyz`` of the real ``create_app`` with routing state and per-key rpm in Redis."""
+    from imagegate.config_load import load
+    from imagegate.server.app import create_app
+    from imagegate.server.settings import ServerSettings
+
+    (tmp_path / "gw.yaml").write_text(
+        f"routing_state: {{backend: redis, url: '{routing_url}', prefix: 'readyz-{secrets.token_hex(4)}'}}\n"
+    )
+    config = load(tmp_path / "gw.yaml", {})
+    settings = ServerSettings(data_dir=tmp_path, redis_url=limits_url, probe_tick_s=0)
+    app = create_app(config, settings=settings, open_access=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
+    ):
+        return await c.get("/readyz")
+
+
+async def test_readyz_is_not_ready_while_the_shared_state_in_redis_is_down(tmp_path: Path) -> None:
+    """With routing state (and per-key rpm) in Redis, every image request needs Redis: while it
+    is down each one is a 503 ``storage_error``, so the gateway is not ready, and says why."""
+    down = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    r = await _readyz(tmp_path, down, down)
+    assert r.status_code == 503
+    message = r.json()["error"]["message"]
+    assert "routing:" in message and "rate_limits:" in message
+    assert "Redis" in message
+
+
+async def test_readyz_checks_redis_when_it_is_used(tmp_path: Path) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        if os.environ.get("IMAGEGATE_REQUIRE_SERVICES") == "1":
+            pytest.fail("Redis is not reachable at 127.0.0.1:6379 and IMAGEGATE_REQUIRE_SERVICES=1")
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379; start it to run this test")
+    redis = "redis://127.0.0.1:6379/0"
+    r = await _readyz(tmp_path, redis, redis)
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == ["images", "rate_limits", "routing", "stores"]

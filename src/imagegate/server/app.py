@@ -32,6 +32,7 @@ from imagegate.api import AsyncImageGate
 from imagegate.catalog import Catalog
 from imagegate.config import ImageGateConfig
 from imagegate.config_load import load
+from imagegate.errors import StorageError
 from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.deployments import run_gateway_prober, run_gauge_refresher, status_source
@@ -53,7 +54,7 @@ from imagegate.server.routes import admin, files, images, ops
 from imagegate.server.routes.files import IMAGE_ROUTE
 from imagegate.server.service import ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
-from imagegate.server.state import GatewayState, ModelEntry
+from imagegate.server.state import GatewayState, ModelEntry, ReadinessCheck
 from imagegate.stores.blobs import LocalBlobStore
 from imagegate.stores.ratelimit import KeyRateLimiter, rate_limiter_for
 from imagegate.stores.writebehind import WriteBehind
@@ -206,7 +207,7 @@ def create_app(
         return None
 
     state = GatewayState(
-        readiness={"stores": stores_ready, "images": images_ready},
+        readiness={"stores": stores_ready, "images": images_ready, **_redis_checks(gate, limiter, settings)},
         limits=settings.limits,
         metrics=metrics,
         models=lambda: models,
@@ -246,6 +247,29 @@ def create_app(
                 await sql.aclose()
 
     return build_app(state, lifespan=lifespan)
+
+
+def _redis_checks(
+    gate: AsyncImageGate, limiter: RateLimiter, settings: ServerSettings
+) -> dict[str, ReadinessCheck]:
+    """Readiness of what lives in Redis, when it does: every image request reads the routing
+    state, and a key with an rpm the rate-limit store, so either one down is every such request
+    a 503 ``storage_error``."""
+    checks: dict[str, ReadinessCheck] = {}
+    if gate.config.routing_state.backend == "redis" and gate.scheduler.deployment_names:
+        first = gate.scheduler.deployment_names[0]
+
+        async def routing_ready() -> str | None:
+            try:
+                await gate.scheduler.store.read(first)
+            except StorageError as exc:
+                return exc.message
+            return None
+
+        checks["routing"] = routing_ready
+    if settings.redis_url and isinstance(limiter, KeyRateLimiter):
+        checks["rate_limits"] = limiter.ready
+    return checks
 
 
 def _start_background(

@@ -55,6 +55,12 @@ class KeyRateLimiter:
             retry_after_s=retry_after,
         )
 
+    async def ready(self) -> str | None:
+        """``None`` when the storage answers, else why not (``/readyz``)."""
+        if await self._storage.check():
+            return None
+        return f"the rate-limit store ({type(self._storage).__name__}) does not answer"
+
     async def reset(self) -> None:
         await self._storage.reset()
 

@@ -10,7 +10,13 @@ import subprocess
 import sys
 from datetime import datetime
 
-from imagegate.server.logconfig import JsonFormatter, uvicorn_log_config
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.server.app import build_app
+from imagegate.server.logconfig import JsonFormatter, RequestIdFilter, uvicorn_log_config
+from imagegate.server.state import GatewayState
 
 
 def _record(
@@ -89,3 +95,38 @@ def test_the_uvicorn_configuration_formats_with_the_json_formatter() -> None:
     config = uvicorn_log_config("warning")
     assert config["formatters"]["default"]["()"] == "imagegate.server.logconfig.JsonFormatter"
     assert config["loggers"]["uvicorn"]["level"] == "WARNING"
+
+
+async def test_records_logged_while_serving_a_request_carry_its_request_id() -> None:
+    """A failed upstream attempt is logged by the attempt loop, which knows nothing of the
+    gateway's request: without the request id on that line an operator cannot tell which
+    request it belonged to. Every record logged while a request is served carries its id."""
+    app = build_app(GatewayState())
+
+    @app.get("/work")
+    async def work(request: Request) -> Response:
+        logging.getLogger("imagegate.upstream").info("upstream attempt 1 deployment=east status=429")
+        return Response("done")
+
+    kept: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(self.format(record))
+
+    handler = Keep()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter())
+    upstream = logging.getLogger("imagegate.upstream")
+    upstream.addHandler(handler)
+    upstream.setLevel(logging.INFO)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.get("/work", headers={"x-request-id": "trace-77"})).text == "done"
+        upstream.info("outside any request")
+    finally:
+        upstream.removeHandler(handler)
+        upstream.setLevel(logging.NOTSET)
+    inside, outside = (json.loads(line) for line in kept)
+    assert inside["request_id"] == "trace-77" and inside["message"].startswith("upstream attempt")
+    assert "request_id" not in outside

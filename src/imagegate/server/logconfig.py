@@ -6,6 +6,11 @@ any other record has ``message`` and, with an exception, ``exc`` (the traceback 
 so it stays one line for a log pipeline). ``serve`` hands uvicorn the same formatter
 (``uvicorn_log_config``), so its "Started server process" lines are JSON too.
 
+A record logged while a request is served (a failed upstream attempt, an unexpected error)
+carries that request's ``request_id``: the request-id middleware sets ``REQUEST_ID`` (a context
+variable, so it follows the request's task and nothing else) and ``RequestIdFilter`` stamps it
+on each record as it is handled.
+
 Applied by ``app_from_environ`` (each uvicorn worker), never on import, so embedding the app
 or testing it leaves the host's logging alone.
 """
@@ -14,14 +19,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "uvicorn_log_config"]
+__all__ = ["REQUEST_ID", "JsonFormatter", "RequestIdFilter", "configure_logging", "uvicorn_log_config"]
 
 ACCESS_LOGGER = "imagegate.server.access"
+REQUEST_ID: ContextVar[str | None] = ContextVar("imagegate_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps ``record.request_id`` with the request being served, if any (never filters out)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +54,9 @@ class JsonFormatter(logging.Formatter):
             # the access line is a JSON object already: splice the head in front of its fields
             return orjson.dumps(head).decode()[:-1] + "," + message[1:]
         line: dict[str, Any] = {**head, "message": message}
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            line["request_id"] = request_id
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -52,6 +71,7 @@ def configure_logging(level: str = "info") -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
     handler._imagegate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())

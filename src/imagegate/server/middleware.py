@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.errors import ImageGateError, PayloadTooLarge, RequestTimeout
 from imagegate.server.errors import internal_error_response, render_error
+from imagegate.server.logconfig import REQUEST_ID
 
 __all__ = [
     "AccessLogMiddleware",
@@ -75,7 +76,11 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             return send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = REQUEST_ID.set(rid)  # for every record logged while it is served (logconfig)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 # Response headers an image route sets that the access line repeats: which deployment served

@@ -148,3 +148,23 @@ async def test_decompression_bomb_header_is_refused_without_decoding(edit_client
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["param"] == "image" and "pixels" in err["message"]
+
+
+async def test_multipart_limits_hit_while_parsing_name_the_gateway_limit(
+    edit_client: httpx.AsyncClient,
+) -> None:
+    """Starlette stops parsing at ``max_images + 1`` files (room for the mask) and at a text
+    field over the JSON body limit, and answered in its own words, wrapped as an HTTP 400 that
+    skipped the gateway's handling: "Too many files. Maximum number of files is 4." for a
+    gateway that allows 3 images, no ``param``, and a 400 for what is a size limit (413)."""
+    files = [("image[]", ("a.png", png(), "image/png"))] * 5
+    r = await edit_client.post("/edit", data={"prompt": "x"}, files=files)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "image" and "at most 3 images" in err["message"]
+    r = await edit_client.post(
+        "/edit", data={"prompt": "p" * (1024 * 1024 + 1)}, files={"image": ("a.png", png(), "image/png")}
+    )
+    assert r.status_code == 413
+    err = r.json()["error"]
+    assert err["code"] == "payload_too_large" and "1048576 bytes" in err["message"]

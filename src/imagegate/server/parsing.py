@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from PIL import Image
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
@@ -140,12 +141,28 @@ async def parse_edit(request: Request, limits: ServerLimits, *, model: str | Non
             max_fields=len(EDIT_FIELDS) + 8,
             max_part_size=limits.max_json_body_bytes,
         )
-    except MultiPartException as exc:
-        raise InvalidRequest(f"the multipart body was refused: {exc.message}", field="body") from None
+    except (MultiPartException, HTTPException) as exc:  # Starlette wraps the first in the second
+        raise _refused(str(getattr(exc, "message", None) or getattr(exc, "detail", "")), limits) from None
     try:
         return await _edit_from_form(form, limits, model)
     finally:
         await form.close()
+
+
+def _refused(reason: str, limits: ServerLimits) -> InvalidRequest | PayloadTooLarge:
+    """A limit python-multipart hit while parsing, in the gateway's terms (its own messages
+    count the mask among the files and give sizes in KB)."""
+    if reason.startswith("Too many files"):
+        return InvalidRequest.for_field(
+            "image",
+            f"more than {limits.max_images + 1} files",
+            f"at most {limits.max_images} images and a mask",
+        )
+    if "exceeded maximum size" in reason:
+        return PayloadTooLarge(
+            f"a text field of the form is larger than the {limits.max_json_body_bytes} bytes allowed"
+        )
+    return InvalidRequest(f"the multipart body was refused: {reason}", field="body")
 
 
 async def _edit_from_form(form: FormData, limits: ServerLimits, model: str | None) -> ParsedCall:

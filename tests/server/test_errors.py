@@ -28,6 +28,7 @@ from imagegate.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from imagegate.types import AttemptRecord
 
 CASES: list[tuple[ImageGateError, int, str, str | None]] = [
     # exception, status, code, x-should-retry
@@ -94,6 +95,23 @@ async def test_rate_limited_sets_both_retry_after_headers(app: FastAPI, client: 
     r = await client.get("/boom")
     assert r.headers["retry-after"] == "3"
     assert r.headers["retry-after-ms"] == "2500"
+
+
+async def test_a_429_the_gateway_already_retried_upstream_tells_the_sdk_not_to_retry(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Azure answered 429 to every attempt the gateway made (retries and fail-over, honouring
+    retry-after): the SDK's own two retries would each run that loop again, tripling the
+    requests sent into a 429 storm. A key's own rpm (no attempt made) may be retried."""
+    exhausted = RateLimited("deployment east answered 429 (rate limited): ...", retry_after_s=1)
+    exhausted.attempts = tuple(
+        AttemptRecord(number=i, deployment="east", outcome="rate_limit_exceeded", status_code=429)
+        for i in (1, 2, 3)
+    )
+    _raising_app(app, exhausted)
+    r = await client.get("/boom")
+    assert r.status_code == 429 and r.headers["x-should-retry"] == "false"
+    assert r.headers["retry-after"] == "1"
 
 
 async def test_no_retry_after_when_unknown(app: FastAPI, client: httpx.AsyncClient) -> None:

@@ -11,7 +11,8 @@ Headers, decided here and nowhere else:
 * ``connection: close`` on a 408 (the body stopped arriving: what is left of it must not be
   read as the next request on the connection).
 * ``x-should-retry: false`` when a retry by the caller cannot help or could double-bill: every
-  client error except a per-key rate limit, every upstream failure (the gateway's own upstream
+  client error except a per-key rate limit (a 429 after the gateway's own upstream attempts is
+  not one), every upstream failure (the gateway's own upstream
   client already spent its attempts, so the SDK's two retries would multiply them), storage
   errors and unexpected 500s (the image may already have been generated and billed).
 * ``x-request-id`` is added by the request-id middleware, not here; the body of a 500 names it.
@@ -113,7 +114,10 @@ def _retry_after(exc: ImageGateError) -> float | None:
 def _should_retry(exc: ImageGateError, retry_after_s: float | None) -> bool | None:
     """``False`` where a caller's retry is useless or risky; ``None`` leaves the SDK's default."""
     if isinstance(exc, RateLimited):
-        return None  # per-key rpm: waiting retry-after and retrying is exactly right
+        # a key's rpm, or no capacity before the deadline: waiting retry-after and retrying is
+        # right; Azure's 429s the gateway already retried and failed over: the SDK's retries
+        # would run all of that again, into the same storm
+        return False if exc.attempts else None
     if isinstance(exc, NoDeploymentAvailable):
         return None if retry_after_s is not None else False
     return False

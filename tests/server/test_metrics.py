@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from imagegate.server.metrics import GatewayMetrics
 
@@ -107,3 +112,24 @@ def test_the_metrics_of_one_process_need_no_directory() -> None:
     assert m.multiprocess_dir is None
     m.track_ledger_pending(lambda: 3)
     assert _value(m, "imagegate_ledger_pending_rows") == 3.0
+
+
+async def test_the_gauge_refresher_reports_unreadable_routing_state_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With Redis down every worker's refresher fails every few seconds: one WARNING line each
+    time (``/readyz`` says the same), not a traceback."""
+    from imagegate.errors import StorageError
+    from imagegate.server.deployments import run_gauge_refresher
+
+    async def status() -> Any:
+        raise StorageError("Redis (routing state) is unavailable or refused the operation (ConnectionError)")
+
+    async def stop(_: float) -> None:
+        raise asyncio.CancelledError
+
+    with caplog.at_level(logging.WARNING), pytest.raises(asyncio.CancelledError):
+        await run_gauge_refresher(GatewayMetrics(), status, sleep=stop)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "Redis (routing state) is unavailable" in record.getMessage()

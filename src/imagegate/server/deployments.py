@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagegate.api import AsyncImageGate
+from imagegate.errors import ImageGateError
 from imagegate.routing.prober import ProbeAnswer, run_prober
 from imagegate.routing.scheduler import DeploymentView
 from imagegate.server.metrics import GAUGE_REFRESH_S, GatewayMetrics
@@ -151,6 +152,8 @@ async def run_gauge_refresher(
             metrics.refresh_process_gauges()
         except asyncio.CancelledError:
             raise
+        except ImageGateError as exc:  # routing state unreadable (Redis down): /readyz says so too
+            log.warning("imagegate: metric gauges not refreshed (%s); retrying in %.0fs", exc.message, tick_s)
         except Exception:
             log.exception("imagegate: refreshing the metric gauges failed; retrying in %.0fs", tick_s)
         await sleep(tick_s)

@@ -6,18 +6,23 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
+import orjson
 import pytest
+from fastapi import FastAPI
 
 from imagegate.errors import UpstreamFailed
 from imagegate.policy.budget import Period
 from imagegate.ports import EntryKind, KeyScope
+from imagegate.server.backend import StreamItem
 from imagegate.server.governance import Governance
 from imagegate.stores.memory import MemoryStores
+from imagegate.types import GeneratedImage, ImageRequest, PartialImage
 
-from .fakes import FakeBackend, FakeRates
+from .fakes import PNG_B64, FakeBackend, FakeRates
 from .test_images import local_blobs, make_app
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -228,3 +233,89 @@ async def test_failed_request_records_its_attempts(
     request_row = next(e for e in rows if e.kind is EntryKind.REQUEST)
     assert request_row.status == "error" and request_row.http_status == 502
     assert request_row.cost_usd == Decimal("0.05") and not request_row.cost_exact
+
+
+async def test_a_stream_is_in_the_ledger_and_the_audit_log(
+    gw: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
+    body = {"prompt": "x", "stream": True, "partial_images": 1}
+    r = await gw.post(GEN, json=body, headers={"api-key": new.plaintext})
+    assert r.status_code == 200 and "image_generation.completed" in r.text
+    rows = await stores.ledger.entries(request_id=r.headers["x-request-id"])
+    request_row = next(e for e in rows if e.kind is EntryKind.REQUEST)
+    assert (request_row.status, request_row.cost_usd, request_row.key_id) == (
+        "ok",
+        Decimal("0.042"),
+        new.record.id,
+    )
+    assert sorted(e.attempt for e in rows if e.kind is EntryKind.ATTEMPT) == [1, 2]
+    events = [e async for e in stores.audit.export()]
+    assert [(e.action, e.request_id) for e in events] == [("image.generate", r.headers["x-request-id"])]
+
+
+class _HangsAfterFirstPartial(FakeBackend):
+    """Streams one partial image, then never finishes (the upstream is still generating)."""
+
+    async def stream(
+        self, request: ImageRequest, *, request_id: str, options: object = None
+    ) -> AsyncIterator[StreamItem]:  # type: ignore[override]
+        self.calls.append(request)
+        yield PartialImage(index=0, image=GeneratedImage.from_b64(PNG_B64))
+        await anyio.sleep_forever()
+        yield self._result(request)  # pragma: no cover
+
+
+async def _stream_until_the_client_hangs_up(app: FastAPI, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Drive the ASGI app as uvicorn does (spec 2.3): the client goes away after the first frame."""
+    body = orjson.dumps({"prompt": "x", "stream": True, "partial_images": 2})
+    got_frame = anyio.Event()
+    sent: list[dict[str, Any]] = []
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await got_frame.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            got_frame.set()
+
+    raw = [(k.encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": GEN, "raw_path": GEN.encode(), "query_string": b"",
+        "root_path": "", "headers": raw, "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    with anyio.fail_after(5):
+        await app(scope, receive, send)
+    return sent
+
+
+async def test_a_client_hanging_up_mid_stream_settles_the_hold_and_is_recorded(
+    stores: MemoryStores, tmp_path: Path
+) -> None:
+    backend = _HangsAfterFirstPartial()
+    gov = Governance(
+        keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW
+    )
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
+    new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
+    sent = await _stream_until_the_client_hangs_up(app, {"api-key": new.plaintext})
+    assert sent[0]["status"] == 200 and len(backend.calls) == 1
+    budget = new.record.budget()
+    assert budget is not None
+    usage = await stores.budgets.usage(budget, NOW)
+    # nothing stays held; the upstream was generating, so the estimate is kept (it may be billed)
+    assert (usage.reserved_usd, usage.spent_usd) == (0, Decimal("0.05"))
+    rows = [e for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST]
+    assert [(e.status, e.http_status, e.error_code, e.cost_usd, e.cost_exact) for e in rows] == [
+        ("cancelled", 499, "cancelled", Decimal("0.05"), False)
+    ]
+    events = [e async for e in stores.audit.export()]
+    assert [(e.action, e.outcome) for e in events] == [("image.generate", "cancelled")]

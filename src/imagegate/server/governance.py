@@ -42,9 +42,20 @@ from imagegate.ports import (
 )
 from imagegate.types import ImageRequest, ImageResult
 
-__all__ = ["ANONYMOUS", "Caller", "Governance", "credential_from"]
+__all__ = ["ANONYMOUS", "CANCELLED", "Caller", "Governance", "Outcome", "credential_from"]
 
 log = logging.getLogger("imagegate.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A request's ledger status and error code when no error object says it."""
+
+    status: str
+    code: str | None = None
+
+
+CANCELLED = Outcome("cancelled", "cancelled")  # the client went away, or the gateway shut down
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +148,15 @@ class Governance:
         cost_exact: bool = False,
         idempotency_key: str | None = None,
         http_status: int = 200,
+        outcome: Outcome | None = None,
     ) -> None:
         """Ledger rows (request + attempts) and one audit event. Failures here are logged, never
-        turned into a failed response: the image was already made and billed."""
+        turned into a failed response: the image was already made and billed. ``outcome``
+        overrides the status and code derived from ``error`` (a cancelled request has no error)."""
         try:
             await self._record(
                 caller, request, request_id, started_at, result, error, cost_usd, cost_exact,
-                idempotency_key, http_status,
+                idempotency_key, http_status, outcome,
             )  # fmt: skip
         except Exception as exc:
             log.error("could not record request %s in the ledger/audit log", request_id, exc_info=exc)
@@ -160,10 +173,15 @@ class Governance:
         cost_exact: bool,
         idempotency_key: str | None,
         http_status: int,
+        outcome: Outcome | None,
     ) -> None:
         finished = self.now()
         logical_model = request.model or self.default_model
-        status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
+        if outcome is None:
+            status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
+            code = error.code if error else None
+        else:
+            status, code = outcome.status, outcome.code
         if self.ledger is not None:
             usage = result.usage if result else None
             rows = [
@@ -186,7 +204,7 @@ class Governance:
                     image_in_tokens=usage.input_image_tokens if usage else 0,
                     image_out_tokens=(usage.output_image_tokens or usage.output_tokens) if usage else 0,
                     http_status=http_status,
-                    error_code=error.code if error else None,
+                    error_code=code,
                     latency_ms=(finished - started_at).total_seconds() * 1000,
                     idempotency_key=idempotency_key,
                     finished_at=finished,
@@ -220,7 +238,7 @@ class Governance:
                     at=finished,
                     actor_kind="anonymous" if caller.anonymous else "key",
                     action=f"image.{request.operation}",
-                    outcome=status if error is None else error.code,
+                    outcome=code or status,
                     actor_id=caller.key_id,
                     actor_name=caller.key_name,
                     target=logical_model,

@@ -26,6 +26,7 @@ import anyio
 import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from imagegate.errors import (
     BudgetExceeded,
@@ -39,7 +40,7 @@ from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
-from imagegate.server.governance import Caller, Governance, credential_from
+from imagegate.server.governance import CANCELLED, Caller, Governance, credential_from
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
@@ -54,6 +55,7 @@ IDEMPOTENCY_LEASE_S = 900.0
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_POLL_S = 0.25
 REPLAY_MEMORY_ENTRIES = 256
+CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned (ledger and audit only)
 
 
 @dataclass
@@ -215,17 +217,20 @@ class ImageService:
         idem_key: str | None,
     ) -> None:
         """Settle and record a failure (shielded: a client that hung up must not leave a budget
-        hold behind). A request that was sent may have been billed: its estimate is kept."""
-        billed = estimate if isinstance(exc, UpstreamFailed) else None
+        hold behind). A request that was sent may have been billed: its estimate is kept. So is
+        the estimate of a request abandoned while it ran (the client went away, the gateway shut
+        down): its upstream call may already be generating."""
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit)
+        billed = estimate if cancelled or isinstance(exc, UpstreamFailed) else None
         error = exc if isinstance(exc, ImageGateError) else None
         self._observe_attempts(error.attempts if error is not None else ())
-        status = error.http_status if error else 500
+        status = error.http_status if error else (CLIENT_CLOSED if cancelled else 500)
         with anyio.CancelScope(shield=True):
             await self.governance.settle(hold, billed)
             await self.governance.record(
                 caller=caller, request=request, request_id=request_id, started_at=started, error=error,
                 cost_usd=billed or Decimal(0), cost_exact=billed is None, idempotency_key=idem_key,
-                http_status=status,
+                http_status=status, outcome=CANCELLED if cancelled else None,
             )  # fmt: skip
 
     async def _succeeded(
@@ -310,6 +315,8 @@ class ImageService:
 
         async def frames() -> AsyncIterator[bytes]:
             item: PartialImage | ImageResult | None = first
+            record: Callable[[], Awaitable[None]] | None = None
+            settled = False
             try:
                 while item is not None:
                     if isinstance(item, PartialImage):
@@ -321,7 +328,8 @@ class ImageService:
                         }
                         yield encode_event(f"{prefix}.partial_image", payload)
                     else:
-                        await self._succeeded(
+                        settled = True
+                        record = await self._succeeded(
                             item, caller, request, request_id, hold, started, estimate, None
                         )
                         for image in item.images:
@@ -331,14 +339,44 @@ class ImageService:
                             yield encode_event(f"{prefix}.completed", payload)
                     item = await anext(items, None)
             except ImageGateError as exc:
+                settled = True
                 await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
                 yield error_event(bytes(render_error(exc, request_id=request_id).body))
             except Exception as exc:
+                settled = True
                 await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
                 yield error_event(bytes(internal_error_response(request_id).body))
                 raise
+            except BaseException as exc:  # cancelled or closed: the client went away mid-stream
+                settled = True
+                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if not settled:  # closed at a frame (aclose): the same as a hang-up
+                        await self._failed(
+                            GeneratorExit(), caller, request, request_id, hold, started, estimate, None
+                        )
+                    if record is not None:
+                        await record()
 
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=dict(SSE_HEADERS))
+        return _ClosingStreamingResponse(frames(), media_type="text/event-stream", headers=dict(SSE_HEADERS))
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its frames when the response ends however it ends (a client that hangs up cancels
+    the send), so the stream's own clean-up (settle the budget hold, record the request) runs
+    now, not whenever the garbage collector finalizes the generator."""
+
+    async def stream_response(self, send: Send) -> None:
+        frames = self.body_iterator
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:

@@ -319,3 +319,20 @@ async def test_a_client_hanging_up_mid_stream_settles_the_hold_and_is_recorded(
     ]
     events = [e async for e in stores.audit.export()]
     assert [(e.action, e.outcome) for e in events] == [("image.generate", "cancelled")]
+
+
+async def test_a_quality_cap_holds_when_the_request_names_no_quality(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    # the fake's model renders at "high" when no quality is asked for, as gpt-image-1 does on Azure
+    key = await _key(stores, max_quality="medium")
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
+    assert r.status_code == 403
+    message = r.json()["error"]["message"]
+    assert "'medium'" in message and "'high'" in message and "no quality" in message
+    assert backend.calls == []
+    assert (
+        await gw.post(GEN, json={"prompt": "x", "quality": "low"}, headers={"api-key": key})
+    ).status_code == 200
+    backend.default_quality = "medium"  # a model whose default is within the cap
+    assert (await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})).status_code == 200

@@ -67,6 +67,9 @@ class HeldBackend:
     def estimate_usd(self, request: ImageRequest) -> Decimal:
         return PRICE
 
+    def quality_of(self, request: ImageRequest) -> str | None:
+        return request.quality or "high"
+
 
 async def test_fifty_concurrent_requests_against_a_budget_for_ten_spend_exactly_it(stores: Any) -> None:
     created = await stores.keys.create(

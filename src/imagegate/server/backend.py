@@ -37,3 +37,9 @@ class ImageBackend(Protocol):
     def estimate_usd(self, request: ImageRequest) -> Decimal:
         """An upper estimate of what the request may cost, to reserve against budgets."""
         ...
+
+    def quality_of(self, request: ImageRequest) -> str | None:
+        """The quality the request will be rendered at: its own, else the model's default
+        (``None`` when the model is unknown: the pipeline refuses it before anything is sent).
+        A key's quality cap is judged on this, so leaving the quality out cannot get round it."""
+        ...

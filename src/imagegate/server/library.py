@@ -117,3 +117,11 @@ class LibraryBackend:
         except (KeyError, ValueError, ArithmeticError):
             return Decimal(0)
         return cost.usd
+
+    def quality_of(self, request: ImageRequest) -> str | None:
+        if request.quality is not None:
+            return request.quality
+        try:
+            return self.gate.spec_for(request.model).default_quality
+        except (ImageGateError, KeyError, ValueError):
+            return None

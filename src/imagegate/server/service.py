@@ -108,7 +108,10 @@ class ImageService:
         call = replace(call, options=options_from_headers(headers))
         request = call.request
         scope = RequestScope(
-            logical_model=request.model or self.default_model, n=request.n, quality=request.quality
+            logical_model=request.model or self.default_model,
+            n=request.n,
+            quality=self.backend.quality_of(request),
+            quality_named=request.quality is not None,
         )
         caller = await self.governance.authorize(credential_from(headers), scope)
         state["key_id"] = caller.key_id

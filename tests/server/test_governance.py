@@ -336,3 +336,67 @@ async def test_a_quality_cap_holds_when_the_request_names_no_quality(
     ).status_code == 200
     backend.default_quality = "medium"  # a model whose default is within the cap
     assert (await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})).status_code == 200
+
+
+async def test_refused_requests_are_in_the_ledger_and_the_audit_log(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    scoped = await stores.keys.create("scoped", KeyScope(models=("cheap",), rpm=1), NOW)
+    asks = [
+        ({}, {"prompt": "x"}),  # no key: 401
+        ({"api-key": "ig-not-a-real-key-000000000"}, {"prompt": "x"}),  # unknown key: 401
+        ({"api-key": scoped.plaintext}, {"prompt": "x", "model": "gpt-image-1"}),  # out of scope: 403
+        ({"api-key": scoped.plaintext, "x-imagegate-degrade": "maybe"}, {"prompt": "x", "model": "cheap"}),
+        ({"api-key": scoped.plaintext}, {"prompt": "x", "model": "cheap"}),  # served
+        ({"api-key": scoped.plaintext}, {"prompt": "x", "model": "cheap"}),  # over its rpm: 429
+    ]
+    ids = []
+    for headers, body in asks:
+        r = await gw.post(GEN, json=body, headers=headers)
+        ids.append((r.headers["x-request-id"], r.status_code))
+    assert [status for _, status in ids] == [401, 401, 403, 400, 200, 429]
+    rows = {e.request_id: e for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST}
+    seen = [
+        (rows[rid].status, rows[rid].http_status, rows[rid].error_code, rows[rid].key_id) for rid, _ in ids
+    ]
+    k = scoped.record.id
+    assert seen == [
+        ("rejected", 401, "invalid_api_key", None),
+        ("rejected", 401, "invalid_api_key", None),
+        ("rejected", 403, "permission_denied", k),
+        ("rejected", 400, "invalid_request", k),
+        ("ok", 200, None, k),
+        ("rejected", 429, "rate_limit_exceeded", k),
+    ]
+    assert all(rows[rid].cost_usd == 0 for rid, status in ids if status != 200)
+    events = {e.request_id: e for e in [e async for e in stores.audit.export()]}
+    assert [events[rid].outcome for rid, _ in ids] == [
+        "invalid_api_key", "invalid_api_key", "permission_denied", "invalid_request", "ok",
+        "rate_limit_exceeded",
+    ]  # fmt: skip
+    assert [events[rid].actor_kind for rid, _ in ids[:3]] == ["unauthenticated", "unauthenticated", "key"]
+    assert len(backend.calls) == 1
+
+
+async def test_an_idempotent_replay_and_a_conflict_are_recorded_and_cost_nothing(
+    gw: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    key = await _key(stores)
+    headers = {"api-key": key, "idempotency-key": "order-7"}
+    first = await gw.post(GEN, json={"prompt": "x"}, headers=headers)
+    replay = await gw.post(GEN, json={"prompt": "x"}, headers=headers)
+    conflict = await gw.post(GEN, json={"prompt": "other"}, headers=headers)
+    assert (first.status_code, replay.status_code, conflict.status_code) == (200, 200, 409)
+    rows = {e.request_id: e for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST}
+    got = [rows[r.headers["x-request-id"]] for r in (first, replay, conflict)]
+    assert [(e.status, e.http_status, e.cost_usd, e.idempotency_key) for e in got] == [
+        ("ok", 200, Decimal("0.042"), "order-7"),
+        ("replayed", 200, Decimal(0), "order-7"),
+        ("rejected", 409, Decimal(0), "order-7"),
+    ]
+    events = {e.request_id: e.outcome for e in [e async for e in stores.audit.export()]}
+    assert [events[r.headers["x-request-id"]] for r in (first, replay, conflict)] == [
+        "ok",
+        "replayed",
+        "conflict",
+    ]

@@ -28,7 +28,7 @@ from decimal import Decimal
 from imagegate.config import DEFAULT_GROUP
 from imagegate.errors import AuthenticationError, ImageGateError, UpstreamFailed
 from imagegate.policy.budget import BudgetSpec
-from imagegate.policy.keys import RequestScope, authorize
+from imagegate.policy.keys import KeyRecord, RequestScope, authorize
 from imagegate.ports import (
     AuditEvent,
     AuditLog,
@@ -42,7 +42,7 @@ from imagegate.ports import (
 )
 from imagegate.types import ImageRequest, ImageResult
 
-__all__ = ["ANONYMOUS", "CANCELLED", "Caller", "Governance", "Outcome", "credential_from"]
+__all__ = ["ANONYMOUS", "CANCELLED", "REPLAYED", "Caller", "Governance", "Outcome", "credential_from"]
 
 log = logging.getLogger("imagegate.server")
 
@@ -56,6 +56,7 @@ class Outcome:
 
 
 CANCELLED = Outcome("cancelled", "cancelled")  # the client went away, or the gateway shut down
+REPLAYED = Outcome("replayed", "replayed")  # an Idempotency-Key repeat answered from the stored response
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +107,24 @@ class Governance:
         return self.keys is None
 
     async def authorize(self, credential: str | None, scope: RequestScope) -> Caller:
+        return await self.admit(await self.identify(credential), scope)
+
+    async def identify(self, credential: str | None) -> KeyRecord | None:
+        """The stored key ``credential`` is (revoked or not), ``None`` for an unknown one or in
+        open mode; a missing credential is a 401 at once."""
         if self.keys is None:
-            return ANONYMOUS
+            return None
         if not credential:
             raise AuthenticationError(
                 "You didn't provide an API key. Send it as 'api-key: <key>' or 'Authorization: Bearer <key>'."
             )
-        record = await self.keys.authenticate(credential)
+        return await self.keys.authenticate(credential)
+
+    async def admit(self, record: KeyRecord | None, scope: RequestScope) -> Caller:
+        """The caller, if ``record`` may make this request now: 401 (unknown, revoked, expired),
+        403 (out of scope)."""
+        if self.keys is None:
+            return ANONYMOUS
         auth = authorize(record, scope, self.now())
         budgets = (*((auth.budget,) if auth.budget else ()), *self.global_budgets)
         return Caller(key_id=auth.key_id, key_name=auth.key_name, rpm=auth.rpm, budgets=budgets)
@@ -138,7 +150,7 @@ class Governance:
     async def record(
         self,
         *,
-        caller: Caller,
+        caller: Caller | None,
         request: ImageRequest,
         request_id: str,
         started_at: datetime,
@@ -163,7 +175,7 @@ class Governance:
 
     async def _record(
         self,
-        caller: Caller,
+        caller: Caller | None,
         request: ImageRequest,
         request_id: str,
         started_at: datetime,
@@ -192,7 +204,7 @@ class Governance:
                     status=status,
                     cost_usd=cost_usd,
                     cost_exact=cost_exact,
-                    key_id=caller.key_id,
+                    key_id=caller.key_id if caller else None,
                     logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=result.deployment if result else None,
@@ -221,7 +233,7 @@ class Governance:
                     cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
                     cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
                     error_code=None if attempt.outcome == "ok" else attempt.outcome,
-                    key_id=caller.key_id,
+                    key_id=caller.key_id if caller else None,
                     logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=attempt.deployment,
@@ -236,11 +248,13 @@ class Governance:
             await self.audit.record(
                 AuditEvent(
                     at=finished,
-                    actor_kind="anonymous" if caller.anonymous else "key",
+                    actor_kind="unauthenticated"
+                    if caller is None
+                    else ("anonymous" if caller.anonymous else "key"),
                     action=f"image.{request.operation}",
                     outcome=code or status,
-                    actor_id=caller.key_id,
-                    actor_name=caller.key_name,
+                    actor_id=caller.key_id if caller else None,
+                    actor_name=caller.key_name if caller else None,
                     target=logical_model,
                     request_id=request_id,
                     cost_usd=cost_usd,

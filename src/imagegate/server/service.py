@@ -40,7 +40,7 @@ from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
-from imagegate.server.governance import CANCELLED, Caller, Governance, credential_from
+from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, credential_from
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
@@ -105,25 +105,30 @@ class ImageService:
         origin: str,
         state: dict[str, Any],
     ) -> Response:
-        call = replace(call, options=options_from_headers(headers))
         request = call.request
-        scope = RequestScope(
-            logical_model=request.model or self.default_model,
-            n=request.n,
-            quality=self.backend.quality_of(request),
-            quality_named=request.quality is not None,
-        )
-        caller = await self.governance.authorize(credential_from(headers), scope)
-        state["key_id"] = caller.key_id
-        state["model"] = scope.logical_model
-        await self.governance.rate(caller)
-        if call.response_format == "url" and self.blobs is None:
-            raise InvalidRequest.for_field(
-                "response_format", "url", "b64_json (this gateway has no image store)"
-            )
         idem_key = headers.get("idempotency-key")
-        if call.stream:
-            if idem_key:
+        started = self.governance.now()
+        caller: Caller | None = None
+        try:
+            scope = RequestScope(
+                logical_model=request.model or self.default_model,
+                n=request.n,
+                quality=self.backend.quality_of(request),
+                quality_named=request.quality is not None,
+            )
+            record = await self.governance.identify(credential_from(headers))
+            if record is not None:  # who asked, for the ledger, even if the key may not do this
+                caller = Caller(key_id=record.id, key_name=record.name)
+            caller = await self.governance.admit(record, scope)
+            state["key_id"] = caller.key_id
+            state["model"] = scope.logical_model
+            call = replace(call, options=options_from_headers(headers))
+            await self.governance.rate(caller)
+            if call.response_format == "url" and self.blobs is None:
+                raise InvalidRequest.for_field(
+                    "response_format", "url", "b64_json (this gateway has no image store)"
+                )
+            if call.stream and idem_key:
                 # A stream cannot be replayed, and ignoring the key would let the client's retry
                 # buy a second image: refuse before anything is reserved or sent.
                 raise InvalidRequest.for_field(
@@ -132,10 +137,31 @@ class ImageService:
                     "no Idempotency-Key with stream=true (a stream cannot be "
                     "replayed); send the request without streaming, or without the header",
                 )
+        except ImageGateError as exc:
+            await self._refused(exc, caller, request, request_id, started, idem_key)
+            raise
+        if call.stream:
             return await self._stream(call, caller, request_id)
         if not idem_key or self.idempotency is None:
             return await self._run(call, caller, request_id, origin, idem_key)
         return await self._idempotent(call, caller, request_id, origin, idem_key)
+
+    async def _refused(
+        self,
+        exc: ImageGateError,
+        caller: Caller | None,
+        request: ImageRequest,
+        request_id: str,
+        started: datetime,
+        idem_key: str | None,
+    ) -> None:
+        """Record a request refused before anything was reserved or sent (401, 403, 429, 400, 409):
+        it cost nothing, but who asked for what, and why not, belongs in the ledger and audit."""
+        with anyio.CancelScope(shield=True):
+            await self.governance.record(
+                caller=caller, request=_without_images(request), request_id=request_id, started_at=started,
+                error=exc, idempotency_key=idem_key, http_status=exc.http_status,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ idempotency
 
@@ -145,18 +171,31 @@ class ImageService:
         assert self.idempotency is not None
         fingerprint = _fingerprint(call)
         deadline = self.clock() + IDEMPOTENCY_LEASE_S
-        while True:
-            now = self.governance.now()
-            claim = await self.idempotency.claim(
-                caller.key_id, idem_key, fingerprint, now, lease_s=IDEMPOTENCY_LEASE_S
-            )
-            if claim.status is ClaimStatus.DONE and claim.record.response_ref:
-                return await self._replay(claim.record.response_ref)
-            if claim.status is ClaimStatus.CLAIMED:
-                break
-            if self.clock() > deadline:
-                raise StorageError(f"the request with Idempotency-Key {idem_key!r} is still running")
-            await self.sleep(IDEMPOTENCY_POLL_S)  # another request holds the key: wait for it
+        started = self.governance.now()
+        response: Response | None = None
+        try:
+            while True:
+                now = self.governance.now()
+                claim = await self.idempotency.claim(
+                    caller.key_id, idem_key, fingerprint, now, lease_s=IDEMPOTENCY_LEASE_S
+                )
+                if claim.status is ClaimStatus.DONE and claim.record.response_ref:
+                    response = await self._replay(claim.record.response_ref)
+                    break
+                if claim.status is ClaimStatus.CLAIMED:
+                    break
+                if self.clock() > deadline:
+                    raise StorageError(f"the request with Idempotency-Key {idem_key!r} is still running")
+                await self.sleep(IDEMPOTENCY_POLL_S)  # another request holds the key: wait for it
+        except ImageGateError as exc:
+            await self._refused(exc, caller, call.request, request_id, started, idem_key)
+            raise
+        if response is not None:
+            await self.governance.record(
+                caller=caller, request=_without_images(call.request), request_id=request_id,
+                started_at=started, idempotency_key=idem_key, outcome=REPLAYED,
+            )  # fmt: skip
+            return response
         try:
             response = await self._run(call, caller, request_id, origin, idem_key)
         except BaseException:
@@ -258,8 +297,7 @@ class ImageService:
         self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
         # The deferred write must not keep the images alive while the response is being sent.
         slim = replace(result, images=())
-        if isinstance(request, EditRequest):
-            request = replace(request, images=(), mask=None)
+        request = _without_images(request)
         return functools.partial(
             self.governance.record,
             caller=caller, request=request, request_id=request_id, started_at=started, result=slim,
@@ -380,6 +418,13 @@ class _ClosingStreamingResponse(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+def _without_images(request: ImageRequest) -> ImageRequest:
+    """The request as the ledger and audit log need it: an edit without its uploaded bytes."""
+    if isinstance(request, EditRequest):
+        return replace(request, images=(), mask=None)
+    return request
 
 
 def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:

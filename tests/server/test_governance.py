@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -400,3 +401,36 @@ async def test_an_idempotent_replay_and_a_conflict_are_recorded_and_cost_nothing
         "replayed",
         "conflict",
     ]
+
+
+async def test_a_failure_nothing_was_billed_for_releases_the_hold(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    # Azure bills no 5xx: the attempts say so (may_be_billed=False), so the budget is not charged
+    from imagegate.errors import UpstreamStatusError
+    from imagegate.types import AttemptRecord
+
+    new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
+    error = UpstreamStatusError("deployment answered 500", status_code=500, deployment="gpt-image-1-swc")
+    error.attempts = tuple(
+        AttemptRecord(number=i, deployment=d, outcome="upstream_failed", status_code=500)
+        for i, d in enumerate(("gpt-image-1", "gpt-image-1-swc"), start=1)
+    )
+    backend.fail_with = error
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": new.plaintext})
+    assert r.status_code == 502
+    budget = new.record.budget()
+    assert budget is not None
+    usage = await stores.budgets.usage(budget, NOW)
+    assert (usage.spent_usd, usage.reserved_usd) == (0, 0)
+    rows = await stores.ledger.entries(request_id=r.headers["x-request-id"])
+    request_row = next(e for e in rows if e.kind is EntryKind.REQUEST)
+    assert (request_row.status, request_row.cost_usd, request_row.cost_exact) == ("error", 0, True)
+    # one of them timed out after sending: that one may have been billed, the estimate is kept
+    error.attempts = (
+        *error.attempts[:1],
+        replace(error.attempts[1], outcome="upstream_timeout", may_be_billed=True),
+    )
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": new.plaintext})
+    usage = await stores.budgets.usage(budget, NOW)
+    assert (usage.spent_usd, usage.reserved_usd) == (Decimal("0.05"), 0)

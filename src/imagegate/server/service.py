@@ -263,7 +263,7 @@ class ImageService:
         the estimate of a request abandoned while it ran (the client went away, the gateway shut
         down): its upstream call may already be generating."""
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit)
-        billed = estimate if cancelled or isinstance(exc, UpstreamFailed) else None
+        billed = estimate if cancelled or _may_have_billed(exc) else None
         error = exc if isinstance(exc, ImageGateError) else None
         self._observe_attempts(error.attempts if error is not None else ())
         status = error.http_status if error else (CLIENT_CLOSED if cancelled else 500)
@@ -418,6 +418,17 @@ class _ClosingStreamingResponse(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+
+def _may_have_billed(exc: BaseException) -> bool:
+    """Whether a failed request may have been billed upstream: one of its attempts was sent and
+    its outcome is unknown (a read timeout, a malformed 2xx body), as the attempt loop marks them;
+    a 5xx, a 429 or an attempt never sent is not billed. Without attempt records, any failure
+    after sending (``UpstreamFailed``) may have been."""
+    attempts = getattr(exc, "attempts", ())
+    if attempts:
+        return any(attempt.may_be_billed for attempt in attempts)
+    return isinstance(exc, UpstreamFailed)
 
 
 def _without_images(request: ImageRequest) -> ImageRequest:

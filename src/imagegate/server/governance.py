@@ -40,7 +40,7 @@ from imagegate.ports import (
     RateLimiter,
     Reservation,
 )
-from imagegate.types import ImageRequest, ImageResult
+from imagegate.types import AttemptRecord, ImageRequest, ImageResult
 
 __all__ = ["ANONYMOUS", "CANCELLED", "REPLAYED", "Caller", "Governance", "Outcome", "credential_from"]
 
@@ -223,6 +223,7 @@ class Governance:
                 )
             ]
             attempts = result.attempts if result else (error.attempts if error else ())
+            ok = [a for a in attempts if a.outcome == "ok"]
             rows.extend(
                 LedgerEntry(
                     kind=EntryKind.ATTEMPT,
@@ -230,13 +231,16 @@ class Governance:
                     started_at=started_at,
                     status=attempt.outcome,
                     attempt=attempt.number,
-                    cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
+                    # an attempt's own cost and images when the pipeline priced it; else the
+                    # request's, on its one successful attempt
+                    cost_usd=_attempt_cost(attempt, ok, cost_usd),
                     cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
                     error_code=None if attempt.outcome == "ok" else attempt.outcome,
                     key_id=caller.key_id if caller else None,
                     logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=attempt.deployment,
+                    n=_attempt_images(attempt, ok, request.n),
                     http_status=attempt.status_code,
                     latency_ms=attempt.latency_s * 1000,
                     finished_at=finished,
@@ -262,3 +266,19 @@ class Governance:
                     details={"n": request.n, "http_status": http_status},
                 )
             )
+
+
+def _attempt_cost(attempt: AttemptRecord, ok: list[AttemptRecord], request_cost: Decimal) -> Decimal:
+    if attempt.outcome != "ok":
+        return Decimal(0)
+    if attempt.cost_usd is not None:
+        return attempt.cost_usd
+    return request_cost if len(ok) == 1 else request_cost / len(ok)
+
+
+def _attempt_images(attempt: AttemptRecord, ok: list[AttemptRecord], requested: int) -> int:
+    if attempt.outcome != "ok":
+        return 0
+    if attempt.images is not None:
+        return attempt.images
+    return requested if len(ok) == 1 else 0

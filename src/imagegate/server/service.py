@@ -160,7 +160,7 @@ class ImageService:
         with anyio.CancelScope(shield=True):
             await self.governance.record(
                 caller=caller, request=_without_images(request), request_id=request_id, started_at=started,
-                error=exc, idempotency_key=idem_key, http_status=exc.http_status,
+                error=exc, cost_exact=True, idempotency_key=idem_key, http_status=exc.http_status,
             )  # fmt: skip
 
     # ------------------------------------------------------------------ idempotency
@@ -193,7 +193,7 @@ class ImageService:
         if response is not None:
             await self.governance.record(
                 caller=caller, request=_without_images(call.request), request_id=request_id,
-                started_at=started, idempotency_key=idem_key, outcome=REPLAYED,
+                started_at=started, cost_exact=True, idempotency_key=idem_key, outcome=REPLAYED,
             )  # fmt: skip
             return response
         try:

@@ -89,7 +89,9 @@ class FakeBackend:
             yield PartialImage(index=index, image=GeneratedImage.from_b64(PNG_B64))
         yield self._result(request)
 
-    def estimate_usd(self, request: ImageRequest) -> Decimal:
+    def estimate_usd(
+        self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
+    ) -> Decimal:
         return self.estimate
 
     def quality_of(self, request: ImageRequest) -> str | None:

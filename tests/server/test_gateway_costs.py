@@ -102,3 +102,114 @@ async def test_costs_by_deployment_add_up_to_costs_by_key_when_n_is_split(gatewa
     assert (await gateway.billed_images())["dall-e-3"] == 3
     attempts = [e for e in await ledger.entries() if e.kind is EntryKind.ATTEMPT and e.status == "ok"]
     assert [(e.cost_usd, e.n, e.cost_exact) for e in attempts] == [(Decimal("0.04"), 1, True)] * 3
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (width, height), (10, 200, 10, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def _spend_within(gateway: Gateway, limit: str, call: Any) -> tuple[int, Decimal]:
+    """Run ``call(headers)`` with a fresh key whose monthly budget is ``limit``; the answer's status
+    and what the budget shows spent (never above the limit), with nothing left held."""
+    key, key_id = await gateway.key(budget_usd=Decimal(limit))
+    r = await call({"api-key": key})
+    spec = (await gateway.stores.keys.get(key_id)).budget()  # type: ignore[union-attr]
+    assert spec is not None
+    usage = await gateway.stores.budgets.usage(spec, dt.datetime.now(dt.UTC))
+    assert usage.reserved_usd == 0
+    assert usage.spent_usd <= Decimal(limit), (r.status_code, r.headers.get("x-imagegate-cost-usd"))
+    return r.status_code, usage.spent_usd
+
+
+async def test_an_edit_never_spends_more_than_the_budget(gateway: Gateway) -> None:
+    # two 1024x1024 images at high input fidelity: ~$0.064 billed (input image tokens), where the
+    # estimate counted the output and the prompt only ($0.016): a $0.03 budget was overspent 2x
+    image = _png(1024, 1024)
+
+    async def edit(headers: dict[str, str]) -> httpx.Response:
+        return await gateway.gw.post(
+            "/v1/images/edits",
+            data={"prompt": "add a hat", "model": "gpt-image-1", "quality": "low", "input_fidelity": "high"},
+            files=[("image[]", ("a.png", image, "image/png")), ("image[]", ("b.png", image, "image/png"))],
+            headers=headers,
+        )
+
+    status, spent = await _spend_within(gateway, "0.03", edit)
+    assert (status, spent) == (429, 0)
+    status, spent = await _spend_within(gateway, "1", edit)
+    assert status == 200 and spent > Decimal("0.03")
+
+
+async def test_a_stream_never_spends_more_than_the_budget(gateway: Gateway) -> None:
+    # 3 partial images add 300 output tokens ($0.012) to a low-quality image's $0.011
+    body = {"prompt": "a boat", "model": "gpt-image-1", "quality": "low", "size": "1024x1024"}
+    body |= {"stream": True, "partial_images": 3}
+
+    async def stream(headers: dict[str, str]) -> httpx.Response:
+        return await gateway.gw.post(GEN, json=body, headers=headers)
+
+    status, spent = await _spend_within(gateway, "0.015", stream)
+    assert (status, spent) == (429, 0)
+    status, spent = await _spend_within(gateway, "1", stream)
+    assert status == 200 and spent > Decimal("0.015")
+
+
+async def test_a_costlier_fallback_never_spends_more_than_the_budget(gateway: Gateway) -> None:
+    # gpt-image-1-mini at low costs ~$0.002; its fallback dall-e-3 $0.04
+    await gateway.fail("gpt-image-1-mini")
+
+    async def cheap(headers: dict[str, str]) -> httpx.Response:
+        return await gateway.gw.post(
+            GEN, json={"prompt": "a fox", "model": "cheap", "quality": "low"}, headers=headers
+        )
+
+    status, spent = await _spend_within(gateway, "0.02", cheap)
+    assert (status, spent) == (429, 0)
+    assert (await gateway.billed_images())["dall-e-3"] == 0
+    status, spent = await _spend_within(gateway, "1", cheap)
+    assert (status, spent) == (200, Decimal("0.04"))
+
+
+async def test_quality_auto_and_translated_qualities_are_priced_at_their_most(gateway: Gateway) -> None:
+    # gpt-image-1-mini renders "auto" at up to high (~$0.036), not at its default medium ($0.011);
+    # a dall-e-3 "hd" translated for gpt-image-1 was a 400 from the estimate instead of being served
+    async def auto(headers: dict[str, str]) -> httpx.Response:
+        body = {"prompt": "a fox", "model": "gpt-image-1-mini", "quality": "auto"}
+        return await gateway.gw.post(GEN, json=body, headers=headers)
+
+    status, _ = await _spend_within(gateway, "0.02", auto)
+    assert status == 429
+
+    async def translated(headers: dict[str, str]) -> httpx.Response:
+        body = {"prompt": "a fox", "model": "gpt-image-1", "quality": "hd", "size": "1792x1024"}
+        return await gateway.gw.post(GEN, json=body, headers={**headers, "x-imagegate-translate": "true"})
+
+    status, spent = await _spend_within(gateway, "1", translated)
+    assert status == 200 and spent > 0
+
+
+async def test_a_key_is_never_served_by_a_fallback_model_it_may_not_use(gateway: Gateway) -> None:
+    # the configured chain is default -> dall-e-3; a key allowed only "default" must not receive
+    # (nor pay for) dall-e-3 images when gpt-image-1 fails, on either route shape
+    await gateway.fail("gpt-image-1", "gpt-image-1-swc")
+    only_default, _ = await gateway.key(models=("default",), budget_usd=Decimal("1"))
+    azure = "/openai/deployments/default/images/generations?api-version=2025-04-01-preview"
+    for route, body in ((GEN, {"prompt": "a fox", "model": "default"}), (azure, {"prompt": "a fox"})):
+        r = await gateway.gw.post(route, json=body, headers={"api-key": only_default})
+        # gpt-image-1's own failure (502), or its open breaker once the first request tripped it
+        assert r.status_code in (502, 503), r.text[:300]
+        assert "gpt-image-1" in r.json()["error"]["message"]
+    assert (await gateway.billed_images())["dall-e-3"] == 0
+    # a key that may use dall-e-3 as well is served by it, and the response says so
+    with_dalle, _ = await gateway.key(models=("default", "dall-e-3"))
+    r = await gateway.gw.post(
+        GEN, json={"prompt": "a fox", "model": "default"}, headers={"api-key": with_dalle}
+    )
+    assert r.status_code == 200 and r.headers["x-imagegate-model"] == "dall-e-3"
+    assert r.headers["x-imagegate-fallback-from"] == "gpt-image-1"

@@ -64,7 +64,9 @@ class HeldBackend:
     ) -> AsyncIterator[StreamItem]:
         raise AssertionError("not used")
 
-    def estimate_usd(self, request: ImageRequest) -> Decimal:
+    def estimate_usd(
+        self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
+    ) -> Decimal:
         return PRICE
 
     def quality_of(self, request: ImageRequest) -> str | None:

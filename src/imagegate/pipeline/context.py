@@ -36,6 +36,7 @@ class RequestContext:
     # the request as the caller gave it (fallback steps translate from it, not from the primary's)
     original: ImageRequest | None = None
     fallback: FallbackMode = "any"  # any | same-model | none (policy.fallback)
+    fallback_models: frozenset[str] | None = None  # names a fallback may be reached by (None: any)
     deadline: float | None = None  # absolute, on the pipeline's clock; None: the config's deadline_s
     degrade: bool = False  # may the quality be lowered to meet the deadline?
 

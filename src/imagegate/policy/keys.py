@@ -110,6 +110,7 @@ class Authorization:
     key_name: str
     rpm: int | None
     budget: BudgetSpec | None
+    models: tuple[str, ...] = ()  # what the key may be served by (fallbacks included); () = any
 
 
 def _check_active(key: KeyRecord, now: datetime) -> None:
@@ -167,4 +168,6 @@ def authorize(
                 f"{who} may request quality up to {scope.max_quality!r} "
                 f"({', '.join(allowed) or 'none'}); {what}"
             )
-    return Authorization(key_id=key.id, key_name=key.name, rpm=scope.rpm, budget=key.budget())
+    return Authorization(
+        key_id=key.id, key_name=key.name, rpm=scope.rpm, budget=key.budget(), models=scope.models
+    )

@@ -68,6 +68,7 @@ class Caller:
     rpm: int | None = None
     budgets: tuple[BudgetSpec, ...] = ()
     anonymous: bool = False
+    models: tuple[str, ...] = ()  # the key's allowed models: fallbacks are limited to them (() = any)
 
 
 ANONYMOUS = Caller(key_id="anonymous", key_name="anonymous", anonymous=True)
@@ -127,7 +128,9 @@ class Governance:
             return ANONYMOUS
         auth = authorize(record, scope, self.now())
         budgets = (*((auth.budget,) if auth.budget else ()), *self.global_budgets)
-        return Caller(key_id=auth.key_id, key_name=auth.key_name, rpm=auth.rpm, budgets=budgets)
+        return Caller(
+            key_id=auth.key_id, key_name=auth.key_name, rpm=auth.rpm, budgets=budgets, models=auth.models
+        )
 
     async def rate(self, caller: Caller) -> None:
         if caller.rpm is not None and self.rates is not None:

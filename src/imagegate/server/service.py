@@ -122,7 +122,10 @@ class ImageService:
             caller = await self.governance.admit(record, scope)
             state["key_id"] = caller.key_id
             state["model"] = scope.logical_model
-            call = replace(call, options=options_from_headers(headers))
+            options = options_from_headers(headers)
+            if caller.models:  # a key limited to models is never served by another, not even a fallback
+                options = replace(options, fallback_models=caller.models)
+            call = replace(call, options=options)
             await self.governance.rate(caller)
             if call.response_format == "url" and self.blobs is None:
                 raise InvalidRequest.for_field(
@@ -240,10 +243,10 @@ class ImageService:
         return await self.backend.generate(request, request_id=request_id, options=call.options)
 
     async def _guarded(
-        self, caller: Caller, request: ImageRequest
+        self, caller: Caller, call: ParsedCall
     ) -> tuple[Reservation | None, datetime, Decimal]:
         started = self.governance.now()
-        estimate = self.backend.estimate_usd(request)
+        estimate = self.backend.estimate_usd(call.request, call.options, stream=call.stream)
         hold = await self.governance.reserve(caller, estimate)
         return hold, started, estimate
 
@@ -315,7 +318,7 @@ class ImageService:
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
     ) -> Response:
         request = call.request
-        hold, started, estimate = await self._guarded(caller, request)
+        hold, started, estimate = await self._guarded(caller, call)
         try:
             result = await self._call_backend(call, request_id)
         except BaseException as exc:
@@ -344,7 +347,7 @@ class ImageService:
 
     async def _stream(self, call: ParsedCall, caller: Caller, request_id: str) -> Response:
         request = call.request
-        hold, started, estimate = await self._guarded(caller, request)
+        hold, started, estimate = await self._guarded(caller, call)
         items = self.backend.stream(request, request_id=request_id, options=call.options)
         try:
             first = await anext(items)  # failures before the first event keep their HTTP status

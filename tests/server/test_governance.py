@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -434,3 +434,80 @@ async def test_a_failure_nothing_was_billed_for_releases_the_hold(
     r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": new.plaintext})
     usage = await stores.budgets.usage(budget, NOW)
     assert (usage.spent_usd, usage.reserved_usd) == (Decimal("0.05"), 0)
+
+
+async def test_an_idempotent_request_that_may_have_been_billed_is_not_run_twice(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    # a read timeout after sending: Azure may have made (and billed) the image. A retry with the
+    # same Idempotency-Key gets the same answer, not a second generation; a new key runs again.
+    from imagegate.errors import UpstreamTimeout
+    from imagegate.types import AttemptRecord
+
+    key = await _key(stores)
+    error = UpstreamTimeout("no answer within 120 s", deployment="gpt-image-1")
+    error.attempts = (
+        AttemptRecord(number=1, deployment="gpt-image-1", outcome="upstream_timeout", may_be_billed=True),
+    )
+    backend.fail_with = error
+    headers = {"api-key": key, "idempotency-key": "order-9"}
+    first = await gw.post(GEN, json={"prompt": "x"}, headers=headers)
+    backend.fail_with = None
+    again = await gw.post(GEN, json={"prompt": "x"}, headers=headers)
+    assert (first.status_code, again.status_code) == (504, 504)
+    assert again.content == first.content and again.headers["x-imagegate-idempotent-replay"] == "true"
+    assert again.headers["x-should-retry"] == "false"
+    assert len(backend.calls) == 1
+    fresh = await gw.post(GEN, json={"prompt": "x"}, headers={**headers, "idempotency-key": "order-10"})
+    assert fresh.status_code == 200 and len(backend.calls) == 2
+
+
+async def test_an_idempotent_request_nothing_was_billed_for_may_be_retried(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    from imagegate.errors import UpstreamStatusError
+    from imagegate.types import AttemptRecord
+
+    key = await _key(stores)
+    error = UpstreamStatusError("deployment answered 500", status_code=500, deployment="gpt-image-1")
+    error.attempts = (
+        AttemptRecord(number=1, deployment="gpt-image-1", outcome="upstream_failed", status_code=500),
+    )
+    backend.fail_with = error
+    headers = {"api-key": key, "idempotency-key": "order-11"}
+    assert (await gw.post(GEN, json={"prompt": "x"}, headers=headers)).status_code == 502
+    backend.fail_with = None
+    again = await gw.post(GEN, json={"prompt": "x"}, headers=headers)
+    assert again.status_code == 200 and again.headers["x-imagegate-idempotent-replay"] == "false"
+    assert len(backend.calls) == 2
+
+
+async def test_an_idempotency_claim_outlasts_the_longest_deadline_a_client_may_ask(
+    stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    # x-imagegate-deadline-s allows 3600 s; a claim that lapsed after 900 s let a retry 1000 s
+    # into the first request take the key over and generate a second time
+    clock = {"now": NOW}
+    gov = Governance(
+        keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit,
+        now=lambda: clock["now"],
+    )  # fmt: skip
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
+    key = (await stores.keys.create("t", KeyScope(), NOW)).plaintext
+    headers = {"api-key": key, "idempotency-key": "long-1", "x-imagegate-deadline-s": "3000"}
+    backend.gate = anyio.Event()
+    results: list[httpx.Response] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+
+        async def call() -> None:
+            results.append(await c.post(GEN, json={"prompt": "x"}, headers=headers))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await anyio.wait_all_tasks_blocked()
+            clock["now"] = NOW + timedelta(seconds=1000)  # the first is still running
+            tg.start_soon(call)
+            await anyio.sleep(0.3)  # the retry polls the claim (0.25 s) at least once
+            backend.gate.set()
+    assert [r.status_code for r in results] == [200, 200]
+    assert len(backend.calls) == 1 and results[0].content == results[1].content

@@ -52,7 +52,7 @@ from imagegate.server.middleware import (
 )
 from imagegate.server.routes import admin, files, images, ops
 from imagegate.server.routes.files import IMAGE_ROUTE
-from imagegate.server.service import ImageService
+from imagegate.server.service import IDEMPOTENCY_LEASE_S, ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry
 from imagegate.stores.blobs import LocalBlobStore
@@ -194,6 +194,7 @@ def create_app(
         default_model=config.default_model,
         blobs=blobs,
         idempotency=idempotency or memory.idempotency,
+        idempotency_lease_s=max(IDEMPOTENCY_LEASE_S, config.retry.deadline_s + 300.0),
     )
     models = models_of(config)
 

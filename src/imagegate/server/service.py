@@ -48,10 +48,14 @@ from imagegate.server.responses import SlicedResponse, encode_images, result_hea
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
 from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
-__all__ = ["ImageService"]
+__all__ = ["IDEMPOTENCY_LEASE_S", "ImageService"]
 
 _FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-IDEMPOTENCY_LEASE_S = 900.0
+# An Idempotency-Key's claim must outlast the longest request, or a retry takes it over while the
+# first still runs: ``x-imagegate-deadline-s`` allows up to 3600 s (``create_app`` raises it to a
+# longer ``retry.deadline_s``), plus a margin for the response to be stored.
+IDEMPOTENCY_LEASE_S = 3600.0 + 300.0
+_REPLAYED_HEADERS = ("x-imagegate-", "x-should-retry", "retry-after")
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_POLL_S = 0.25
 REPLAY_MEMORY_ENTRIES = 256
@@ -67,6 +71,7 @@ class ImageService:
     url_ttl_s: float = 3600.0
     blobs: BlobStore | None = None
     idempotency: IdempotencyStore | None = None
+    idempotency_lease_s: float = IDEMPOTENCY_LEASE_S
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     _replays: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
@@ -173,14 +178,14 @@ class ImageService:
     ) -> Response:
         assert self.idempotency is not None
         fingerprint = _fingerprint(call)
-        deadline = self.clock() + IDEMPOTENCY_LEASE_S
+        deadline = self.clock() + self.idempotency_lease_s
         started = self.governance.now()
         response: Response | None = None
         try:
             while True:
                 now = self.governance.now()
                 claim = await self.idempotency.claim(
-                    caller.key_id, idem_key, fingerprint, now, lease_s=IDEMPOTENCY_LEASE_S
+                    caller.key_id, idem_key, fingerprint, now, lease_s=self.idempotency_lease_s
                 )
                 if claim.status is ClaimStatus.DONE and claim.record.response_ref:
                     response = await self._replay(claim.record.response_ref)
@@ -197,12 +202,26 @@ class ImageService:
             await self.governance.record(
                 caller=caller, request=_without_images(call.request), request_id=request_id,
                 started_at=started, cost_exact=True, idempotency_key=idem_key, outcome=REPLAYED,
+                http_status=response.status_code,
             )  # fmt: skip
             return response
         try:
             response = await self._run(call, caller, request_id, origin, idem_key)
+        except ImageGateError as exc:
+            with anyio.CancelScope(shield=True):
+                if _may_have_billed(exc):
+                    # Azure may have made (and billed) the image: this answer is final for the key,
+                    # or a retry would buy a second one. A new Idempotency-Key runs again.
+                    ref = await self._remember(render_error(exc, request_id=request_id))
+                    await self.idempotency.complete(
+                        caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
+                    )
+                else:  # nothing was billed: a retry with the same key may run again
+                    await self.idempotency.release(caller.key_id, idem_key)
+            raise
         except BaseException:
-            await self.idempotency.release(caller.key_id, idem_key)
+            with anyio.CancelScope(shield=True):
+                await self.idempotency.release(caller.key_id, idem_key)
             raise
         ref = await self._remember(response)
         await self.idempotency.complete(
@@ -213,15 +232,18 @@ class ImageService:
 
     async def _remember(self, response: Response) -> str:
         body = bytes(response.body)
-        headers = {k: v for k, v in response.headers.items() if k.startswith("x-imagegate-")}
+        headers = {k: v for k, v in response.headers.items() if k.startswith(_REPLAYED_HEADERS)}
+        meta: dict[str, Any] = {"headers": headers}
+        if response.status_code != 200:
+            meta["status"] = response.status_code
         if self.blobs is not None:
             ref = await self.blobs.put(body, "application/json")
-            return orjson.dumps({"blob": ref.digest, "headers": headers}).decode()
+            return orjson.dumps({"blob": ref.digest, **meta}).decode()
         key = hashlib.sha256(body).hexdigest()
         self._replays[key] = body
         while len(self._replays) > REPLAY_MEMORY_ENTRIES:
             self._replays.popitem(last=False)
-        return orjson.dumps({"mem": key, "headers": headers}).decode()
+        return orjson.dumps({"mem": key, **meta}).decode()
 
     async def _replay(self, ref: str) -> Response:
         meta = orjson.loads(ref)
@@ -232,7 +254,9 @@ class ImageService:
         else:
             raise StorageError("the stored response for this Idempotency-Key is no longer available")
         headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}
-        return Response(body, media_type="application/json", headers=headers)
+        return Response(
+            body, status_code=meta.get("status", 200), media_type="application/json", headers=headers
+        )
 
     # ------------------------------------------------------------------ one run
 

@@ -213,3 +213,43 @@ async def test_a_key_is_never_served_by_a_fallback_model_it_may_not_use(gateway:
     )
     assert r.status_code == 200 and r.headers["x-imagegate-model"] == "dall-e-3"
     assert r.headers["x-imagegate-fallback-from"] == "gpt-image-1"
+
+
+async def test_the_gateway_releases_holds_a_crashed_process_left_when_it_starts(tmp_path: Path) -> None:
+    # a process that died between reserving and settling left money held; docs/gateway.md said
+    # the gateway sweeps at start-up and every few minutes, but only `imagegate db sweep` did
+    from imagegate.stores.sql import open_sql_stores
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
+    now = dt.datetime.now(dt.UTC)
+    stores = await open_sql_stores(url)
+    try:
+        new = await stores.keys.create("team", KeyScope(budget_usd=Decimal("1")), now)
+        spec = new.record.budget()
+        assert spec is not None
+        await stores.budgets.reserve([spec], Decimal("0.25"), now - dt.timedelta(hours=2))  # crashed
+        live = await stores.budgets.reserve([spec], Decimal("0.10"), now - dt.timedelta(minutes=10))
+        await stores.idempotency.claim("key_x", "old", "fp", now - dt.timedelta(days=2), lease_s=60)
+    finally:
+        await stores.aclose()
+    loop = asyncio.get_running_loop()
+    emulator = create_emulator_app(time_scale=0, clock=loop.time, sleep=asyncio.sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=ENDPOINT) as upstream:
+        app = create_app(
+            load(None, {}, today=dt.date(2026, 11, 24)),
+            http_client=upstream,
+            settings=ServerSettings(
+                data_dir=tmp_path, database_url=url, url_secret=b"costs-tests-secret-16", probe_tick_s=0
+            ),
+        )
+        async with app.router.lifespan_context(app):
+            pass
+    stores = await open_sql_stores(url, run_migrations=False)
+    try:
+        usage = await stores.budgets.usage(spec, now)
+        assert (usage.reserved_usd, usage.spent_usd) == (Decimal("0.10"), 0)  # the live one stays
+        assert await stores.idempotency.get("key_x", "old") is None
+        await stores.budgets.settle(live.id, Decimal("0.08"), now)
+        assert (await stores.budgets.usage(spec, now)).spent_usd == Decimal("0.08")
+    finally:
+        await stores.aclose()

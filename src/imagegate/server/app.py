@@ -56,6 +56,7 @@ from imagegate.server.service import IDEMPOTENCY_LEASE_S, ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry
 from imagegate.stores.blobs import LocalBlobStore
+from imagegate.stores.maintenance import sweep
 from imagegate.stores.ratelimit import KeyRateLimiter, rate_limiter_for
 from imagegate.stores.writebehind import WriteBehind
 
@@ -245,14 +246,16 @@ def create_app(
                 if settings.probe_tick_s > 0
                 else None
             )
+            # Holds left by a process that died before settling, expired idempotency keys: at
+            # start-up, then every few minutes. A hold is stale only once it is older than any
+            # request can run (the idempotency lease), so a live request is never released.
+            await _sweep_once(governance, service)
+            # (on real time: a test's injected sleep drives the prober's ticks, which it counts)
+            sweeper = asyncio.create_task(_sweep_forever(governance, service), name="imagegate-sweeper")
             try:
                 yield
             finally:
-                if prober is not None:
-                    prober.cancel()
-                    # wait() (not ``await prober``) so the prober's own CancelledError is not
-                    # mistaken for, or swallowed as, a cancellation of the shutdown itself
-                    await asyncio.wait({prober})
+                await _stop(prober, sweeper)
         finally:
             if writer is not None:
                 await writer.aclose()  # every queued row reaches the database before it closes
@@ -263,6 +266,43 @@ def create_app(
                 await sql.aclose()
 
     return build_app(state, lifespan=lifespan)
+
+
+SWEEP_INTERVAL_S = 300.0
+
+
+async def _stop(*tasks: asyncio.Task[None] | None) -> None:
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            # wait() (not ``await task``) so the task's own CancelledError is not mistaken for,
+            # or swallowed as, a cancellation of the shutdown itself
+            await asyncio.wait({task})
+
+
+async def _sweep_once(governance: Governance, service: ImageService) -> None:
+    if governance.budgets is None or service.idempotency is None:
+        return
+    try:
+        report = await sweep(
+            governance.budgets,
+            service.idempotency,
+            governance.now(),
+            hold_max_age_s=service.idempotency_lease_s,
+        )
+    except Exception as exc:  # the database may be down for now: the next round tries again
+        log.warning("imagegate: housekeeping sweep failed: %s", exc)
+        return
+    if report.released_holds:
+        log.warning(
+            "imagegate: released %d budget hold(s) left by requests that never settled", report.released_holds
+        )
+
+
+async def _sweep_forever(governance: Governance, service: ImageService) -> None:
+    while True:
+        await anyio.sleep(SWEEP_INTERVAL_S)
+        await _sweep_once(governance, service)
 
 
 async def _open_sql(settings: ServerSettings, governance: Governance, service: ImageService) -> SqlStores:

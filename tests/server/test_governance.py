@@ -511,3 +511,36 @@ async def test_an_idempotency_claim_outlasts_the_longest_deadline_a_client_may_a
             backend.gate.set()
     assert [r.status_code for r in results] == [200, 200]
     assert len(backend.calls) == 1 and results[0].content == results[1].content
+
+
+@pytest.mark.parametrize(
+    ("retention", "kept", "hashed"), [("full", True, True), ("hash", False, True), ("none", False, False)]
+)
+async def test_the_audit_log_keeps_the_prompt_as_configured(
+    retention: str, kept: bool, hashed: bool, stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    from imagegate.server.settings import settings_from_environ
+    from imagegate.stores.audit import PromptRetention
+
+    settings = settings_from_environ({"IMAGEGATE_AUDIT_PROMPTS": retention})
+    assert settings.audit_prompts is PromptRetention(retention)
+    gov = Governance(
+        keys=stores.keys, audit=stores.audit, ledger=stores.ledger, prompt_retention=settings.audit_prompts
+    )
+    app = make_app(backend, governance=gov, blobs=local_blobs(tmp_path))
+    key = await _key(stores)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        assert (await c.post(GEN, json={"prompt": "a red fox"}, headers={"api-key": key})).status_code == 200
+    [event] = [e async for e in stores.audit.export()]
+    assert (event.prompt == "a red fox") is kept and (event.prompt is None) is not kept
+    assert (event.prompt_sha256 is not None) is hashed
+
+
+def test_a_bad_audit_prompts_setting_names_what_is_allowed() -> None:
+    from imagegate.errors import ConfigError
+    from imagegate.server.settings import settings_from_environ
+
+    with pytest.raises(
+        ConfigError, match=r"IMAGEGATE_AUDIT_PROMPTS='everything' is not one of none, hash, full"
+    ):
+        settings_from_environ({"IMAGEGATE_AUDIT_PROMPTS": "everything"})

@@ -185,6 +185,7 @@ def create_app(
         ledger=ledger or memory.ledger,
         audit=audit or memory.audit,
         default_model=config.default_model,
+        prompt_retention=settings.audit_prompts,
     )
     metrics = GatewayMetrics()
     service = ImageService(

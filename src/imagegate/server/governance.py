@@ -18,7 +18,6 @@ the adapters. With no key store the gateway runs *open* (zero-config on loopback
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from imagegate.ports import (
     RateLimiter,
     Reservation,
 )
+from imagegate.stores.audit import PromptRetention, with_prompt
 from imagegate.types import AttemptRecord, ImageRequest, ImageResult
 
 __all__ = ["ANONYMOUS", "CANCELLED", "REPLAYED", "Caller", "Governance", "Outcome", "credential_from"]
@@ -102,6 +102,7 @@ class Governance:
     global_budgets: tuple[BudgetSpec, ...] = ()
     now: Callable[[], datetime] = field(default=_utcnow)
     default_model: str = DEFAULT_GROUP  # recorded as the logical model of requests naming none
+    prompt_retention: PromptRetention = PromptRetention.HASH  # what the audit log keeps of a prompt
 
     @property
     def open(self) -> bool:
@@ -252,23 +253,21 @@ class Governance:
             )
             await self.ledger.record_many(rows)
         if self.audit is not None:
-            await self.audit.record(
-                AuditEvent(
-                    at=finished,
-                    actor_kind="unauthenticated"
-                    if caller is None
-                    else ("anonymous" if caller.anonymous else "key"),
-                    action=f"image.{request.operation}",
-                    outcome=code or status,
-                    actor_id=caller.key_id if caller else None,
-                    actor_name=caller.key_name if caller else None,
-                    target=logical_model,
-                    request_id=request_id,
-                    cost_usd=cost_usd,
-                    prompt_sha256=hashlib.sha256(request.prompt.encode()).hexdigest(),
-                    details={"n": request.n, "http_status": http_status},
-                )
+            event = AuditEvent(
+                at=finished,
+                actor_kind="unauthenticated"
+                if caller is None
+                else ("anonymous" if caller.anonymous else "key"),
+                action=f"image.{request.operation}",
+                outcome=code or status,
+                actor_id=caller.key_id if caller else None,
+                actor_name=caller.key_name if caller else None,
+                target=logical_model,
+                request_id=request_id,
+                cost_usd=cost_usd,
+                details={"n": request.n, "http_status": http_status},
             )
+            await self.audit.record(with_prompt(event, request.prompt, self.prompt_retention))
 
 
 def _attempt_cost(attempt: AttemptRecord, ok: list[AttemptRecord], request_cost: Decimal) -> Decimal:

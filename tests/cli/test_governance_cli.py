@@ -182,3 +182,22 @@ def test_db_upgrade_and_sweep(db: str) -> None:
     assert code == 0 and "database at revision 0001" in err
     code, _, err = invoke(["db", "sweep"], db)
     assert code == 0 and "released 0 stale budget hold(s); purged 0 expired idempotency key(s)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["costs", "--until", "garbage"], "--until='garbage'"),
+        (["costs", "--since", "99999999999d"], "--since='99999999999d'"),
+        (["audit", "export", "--since", "99999999999h"], "--since='99999999999h'"),
+        (["costs", "--tier", "1000=150"], "--tier='1000=150'"),
+        (["costs", "--tier", "inf=5"], "--tier='inf=5'"),
+        (["costs", "--tier", "garbage"], "--tier='garbage'"),
+    ],
+)
+def test_bad_times_and_tiers_exit_2_naming_the_option_and_the_value(
+    args: list[str], named: str, db: str
+) -> None:
+    code, _, err = invoke(args, db)
+    assert code == 2, err
+    assert named in err and "Traceback" not in err

@@ -544,3 +544,55 @@ def test_a_bad_audit_prompts_setting_names_what_is_allowed() -> None:
         ConfigError, match=r"IMAGEGATE_AUDIT_PROMPTS='everything' is not one of none, hash, full"
     ):
         settings_from_environ({"IMAGEGATE_AUDIT_PROMPTS": "everything"})
+
+
+class _BrokenBlobs:
+    """An image store whose writes fail (a full disk, an unreachable bucket)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def put(self, data: bytes, content_type: str) -> Any:
+        from imagegate.errors import StorageError
+
+        raise StorageError("the image store is unavailable (OSError); retry later")
+
+    async def get(self, digest: str) -> bytes:
+        return await self.inner.get(digest)  # type: ignore[no-any-return]
+
+    def signed_url(self, ref: Any, now: datetime, *, ttl_s: float) -> str:
+        return self.inner.signed_url(ref, now, ttl_s=ttl_s)  # type: ignore[no-any-return]
+
+
+async def test_a_billed_request_whose_image_could_not_be_stored_is_still_recorded(
+    stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    gov = Governance(
+        keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW
+    )
+    app = make_app(
+        backend, governance=gov, idempotency=stores.idempotency, blobs=_BrokenBlobs(local_blobs(tmp_path))
+    )
+    new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post(
+            GEN, json={"prompt": "x", "response_format": "url"}, headers={"api-key": new.plaintext}
+        )
+        assert r.status_code == 503
+        # the image was made and billed: the ledger and the budget say so
+        rows = await stores.ledger.entries(request_id=r.headers["x-request-id"])
+        request_row = next(e for e in rows if e.kind is EntryKind.REQUEST)
+        assert (request_row.status, request_row.http_status, request_row.error_code) == (
+            "error",
+            503,
+            "storage_error",
+        )
+        assert request_row.cost_usd == Decimal("0.042") and request_row.cost_exact
+        assert [e.action for e in [e async for e in stores.audit.export()]] == ["image.generate"]
+        # with an Idempotency-Key, the answer is still given when it cannot be kept for replays,
+        # and the key is not left claimed (a retry would wait for the lease, then get a 503)
+        headers = {"api-key": new.plaintext, "idempotency-key": "k-store"}
+        with anyio.fail_after(5):
+            first = await c.post(GEN, json={"prompt": "x"}, headers=headers)
+            again = await c.post(GEN, json={"prompt": "x"}, headers=headers)
+        assert (first.status_code, again.status_code) == (200, 200)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -40,7 +41,7 @@ from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
-from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, credential_from
+from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, Outcome, credential_from
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
@@ -49,6 +50,8 @@ from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_p
 from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
 __all__ = ["IDEMPOTENCY_LEASE_S", "ImageService"]
+
+log = logging.getLogger("imagegate.server")
 
 _FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # An Idempotency-Key's claim must outlast the longest request, or a retry takes it over while the
@@ -223,10 +226,17 @@ class ImageService:
             with anyio.CancelScope(shield=True):
                 await self.idempotency.release(caller.key_id, idem_key)
             raise
-        ref = await self._remember(response)
-        await self.idempotency.complete(
-            caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
-        )
+        try:
+            ref = await self._remember(response)
+            await self.idempotency.complete(
+                caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
+            )
+        except ImageGateError as exc:
+            # The images were made: answer with them. Nothing can be replayed, so free the key
+            # rather than leave it claimed (a repeat would wait out the lease, then fail).
+            log.error("could not keep the response for Idempotency-Key replays (%s): %s", request_id, exc)
+            with anyio.CancelScope(shield=True):
+                await self.idempotency.release(caller.key_id, idem_key)
         response.headers["x-imagegate-idempotent-replay"] = "false"
         return response
 
@@ -312,10 +322,11 @@ class ImageService:
         started: datetime,
         estimate: Decimal,
         idem_key: str | None,
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Callable[..., Awaitable[None]]:
         """Settle the budget now (the next request must see it); return the ledger/audit write,
         which the caller runs after the response is sent (it is off the latency path, and its
-        failures are logged, never turned into a failed response)."""
+        failures are logged, never turned into a failed response); its keywords override what
+        it records (a response that could not be delivered)."""
         cost = result.cost.usd if result.cost is not None else estimate
         exact = result.cost is not None and not result.cost.estimated
         self._observe_attempts(result.attempts)
@@ -349,9 +360,16 @@ class ImageService:
             await self._failed(exc, caller, request, request_id, hold, started, estimate, idem_key)
             raise
         record = await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
-        urls = await self._store(result, origin) if call.response_format == "url" else None
-        body = encode_images(result, urls=urls, echo=_echo(request, result))
-        headers = result_headers(result)
+        try:
+            urls = await self._store(result, origin) if call.response_format == "url" else None
+            body = encode_images(result, urls=urls, echo=_echo(request, result))
+            headers = result_headers(result)
+        except BaseException as exc:  # made and billed, but not delivered: recorded as such
+            code = exc.code if isinstance(exc, ImageGateError) else "internal_error"
+            status = exc.http_status if isinstance(exc, ImageGateError) else 500
+            with anyio.CancelScope(shield=True):
+                await record(http_status=status, outcome=Outcome("error", code))
+            raise
         return SlicedResponse(
             body, media_type="application/json", headers=headers, background=BackgroundTask(record)
         )

@@ -127,8 +127,14 @@ def test_a_reservation_covers_what_any_size_and_quality_is_billed(model: str) ->
             held = reservation_estimate(spec, size=size, quality=quality, n=2)
             assert held >= billed, (size, quality)
             most = max(most, billed)
-    for size, quality in ((None, None), ("auto", "auto"), ("1792x1024", "hd"), (None, "ultra")):
+    for size, quality in (("auto", "auto"), ("1792x1024", "hd"), ("auto", "ultra")):
         assert reservation_estimate(spec, size=size, quality=quality, n=2) >= most, (size, quality)
+    # nothing asked: what the model renders by default (its default quality; its default size,
+    # or any size for a model whose default is "auto")
+    assert (
+        reservation_estimate(spec, size=None, quality=None, n=2)
+        >= estimate(spec, size=None, quality=None, n=2).usd
+    )
 
 
 def test_a_reservation_counts_prompt_bytes_partial_images_and_edit_inputs() -> None:

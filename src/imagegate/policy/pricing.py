@@ -211,12 +211,12 @@ def reservation_estimate(
 ) -> Decimal:
     """The most a request may be billed on ``spec``: what a budget holds before sending, so that
     concurrent requests can never spend past it once settled. Unlike :func:`estimate` it never
-    under-counts: ``auto`` (or no) quality and size at their most expensive, a value translation
-    would map at the model's most expensive, text tokens at one per UTF-8 byte of the prompt,
-    partial images and the input images of an edit (at their largest tiling, plus the
-    high-fidelity surcharge) at their token prices."""
-    qualities = _candidates(quality, spec.qualities)
-    sizes = _candidates(size, _table_sizes(spec) or spec.sizes)
+    under-counts: no quality or size is the model's default, ``auto`` (or a model without a
+    default size) the most expensive, a value translation would map the model's most expensive;
+    text tokens at one per UTF-8 byte of the prompt; partial images and the input images of an
+    edit (at their largest tiling, plus the high-fidelity surcharge) at their token prices."""
+    qualities = _candidates(spec.default_quality if quality is None else quality, spec.qualities)
+    sizes = _candidates(spec.default_size if size is None else size, _table_sizes(spec) or spec.sizes)
     if size is not None and size != "auto" and size not in sizes and parse_size(size) is not None:
         sizes = (size, *sizes)  # a free size (gpt-image-2) priced by area, next to the table's
     prices = []

@@ -93,6 +93,10 @@ def test_bad_input_exits_2_naming_the_field(db: str) -> None:
     assert code == 2 and "--max-quality" in err and "'ultra'" in err
     code, _, err = invoke(["keys", "create", "--name", "x", "--budget-usd", "lots"], db)
     assert code == 2 and "--budget-usd" in err
+    code, _, err = invoke(["keys", "create", "--name", "x", "--max-n", "0"], db)
+    assert code == 2 and "--max-n=0" in err
+    code, _, err = invoke(["keys", "create", "--name", "x", "--rpm", "-3"], db)
+    assert code == 2 and "--rpm=-3" in err
     code, _, err = invoke(["keys", "revoke", "nobody"], db)
     assert code == 1 and "nobody" in err
     code, _, err = invoke(["costs", "--by", "colour"], db)

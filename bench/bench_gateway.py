@@ -17,7 +17,7 @@ slower with under 2 % steal), the gateway/nginx ratios, and the gateway's peak R
 64-concurrent run. Targets (issue 5):
 added p50 ≤ 5 ms at 16 concurrent and within 2x of nginx's; memory bounded at 64 concurrent.
 
-    .venv/bin/python bench/bench_gateway.py [--quick] [--pin]
+    .venv/bin/python bench/bench_gateway.py [--quick] [--pin] [--runs N]
 
 ``--pin`` puts the proxy under test on a CPU of its own (the emulator and the load generator on
 the other), which is what a gateway in front of Azure has; by default the four processes share
@@ -287,6 +287,10 @@ class Run:
     bytes_per_response: int
     steal: int = 0  # clock ticks the hypervisor took from this machine's CPUs during the run
     ticks: int = 0  # all clock ticks of this machine's CPUs during the run
+    # CPU per request of the emulator and this load generator together: with --pin, what the
+    # other core spends per request. In a closed loop a proxy slower than that is the bottleneck
+    # and adds about concurrency x the difference; a faster one adds about nothing.
+    upstream_cpu_per_request_s: float = 0.0
 
     @property
     def steal_share(self) -> float:
@@ -294,7 +298,13 @@ class Run:
 
 
 async def load(
-    url: str, headers: dict[str, str], body: bytes, concurrency: int, total: int, pids: list[int]
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    concurrency: int,
+    total: int,
+    pids: list[int],
+    upstream_pids: list[int] = [],  # noqa: B006 - read only
 ) -> Run:
     """``total`` requests, ``concurrency`` at a time, from an aiohttp client: its C parser reads a
     2 MB body for ~1 ms of CPU, where httpx's h11 spends ~10 ms, which made this load generator
@@ -323,13 +333,21 @@ async def load(
                 results.append(await one())
 
         user0, sys0 = cpu_s(pids)
+        up0 = sum(cpu_s(upstream_pids)) + time.process_time()
         steal0, ticks0 = steal_ticks()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         steal1, ticks1 = steal_ticks()
+        up1 = sum(cpu_s(upstream_pids)) + time.process_time()
         user1, sys1 = cpu_s(pids)
     used, kernel = (user1 - user0) + (sys1 - sys0), sys1 - sys0
     return Run(
-        [r[0] for r in results], used / total, kernel / total, results[0][1], steal1 - steal0, ticks1 - ticks0
+        [r[0] for r in results],
+        used / total,
+        kernel / total,
+        results[0][1],
+        steal1 - steal0,
+        ticks1 - ticks0,
+        (up1 - up0) / total,
     )
 
 
@@ -339,6 +357,7 @@ def merge(total: Run | None, more: Run) -> Run:
     n, m = len(total.latencies_s), len(more.latencies_s)
     cpu = (total.cpu_per_request_s * n + more.cpu_per_request_s * m) / (n + m)
     kernel = (total.sys_per_request_s * n + more.sys_per_request_s * m) / (n + m)
+    upstream = (total.upstream_cpu_per_request_s * n + more.upstream_cpu_per_request_s * m) / (n + m)
     return Run(
         total.latencies_s + more.latencies_s,
         cpu,
@@ -346,6 +365,7 @@ def merge(total: Run | None, more: Run) -> Run:
         total.bytes_per_response,
         total.steal + more.steal,
         total.ticks + more.ticks,
+        upstream,
     )
 
 
@@ -354,7 +374,123 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, print
+@dataclass
+class Measured:
+    """One run: every target at every level, and the gateway's memory."""
+
+    results: dict[tuple[str, int], Run]
+    idle_rss: int
+    peak_rss: int
+
+    def added_ms(self, name: str, level: int) -> float:
+        base = statistics.median(self.results[("direct", level)].latencies_s)
+        return (statistics.median(self.results[(name, level)].latencies_s) - base) * 1000
+
+
+Target = tuple[str, dict[str, str], bytes, list[int]]
+
+
+def measure(targets: dict[str, Target], procs: Procs, per_level: dict[int, int], rounds: int) -> Measured:
+    results: dict[tuple[str, int], Run] = {}
+    idle_rss = peak_rss = 0
+    upstream = [procs.emulator.pid]
+    for level in LEVELS:
+        # Targets take turns in short rounds, so a change in machine load (other processes on
+        # the same cores) lands on all of them alike instead of on whichever ran last.
+        batch = max(level, per_level[level] // rounds)
+        if level == LEVELS[-1]:
+            idle_rss = RssSampler(procs.gateway.pid).rss()  # warmed up, between runs
+        for _ in range(rounds):
+            for name, (url, headers, body, pids) in targets.items():
+                measured = asyncio.run(load(url, headers, body, level, batch, pids, upstream))
+                results[(name, level)] = merge(results.get((name, level)), measured)
+        if level == LEVELS[-1]:
+            # Peak memory in a round of its own, not timed: the sampler thread polls psutil
+            # every 5 ms in this process and would slow the load generator of that round only.
+            url, headers, body, pids = targets["gateway"]
+            with RssSampler(procs.gateway.pid) as sampler:
+                asyncio.run(load(url, headers, body, level, batch, pids))
+            peak_rss = sampler.peak
+        print(f"  measured {len(targets)} targets at {level:2d} concurrent", flush=True)
+    return Measured(results, idle_rss, peak_rss)
+
+
+def report(m: Measured, targets: dict[str, Target], per_level: dict[int, int], pinned: bool) -> None:
+    results = m.results
+    size = results[("direct", 1)].bytes_per_response
+    placement = "proxy on CPU 1, emulator and load on CPU 0" if pinned else "all share 2 CPUs"
+    print(
+        f"\nresponse body: {size / 1e6:.2f} MB of JSON (base64 PNG); requests per level: {per_level}; "
+        f"{placement}"
+    )
+    print(
+        f"{'target':8s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'added p50 ms':>13s} "
+        f"{'CPU ms/req':>11s} {'of it sys':>9s} {'emu+load':>9s} {'steal':>6s}"
+    )
+    for level in LEVELS:
+        for name in targets:
+            run = results[(name, level)]
+            p50 = statistics.median(run.latencies_s)
+            added = "" if name == "direct" else f"{m.added_ms(name, level):13.2f}"
+            cpu = "" if name == "direct" else f"{run.cpu_per_request_s * 1000:11.2f}"
+            kernel = "" if name == "direct" else f"{run.sys_per_request_s * 1000:9.2f}"
+            print(
+                f"{name:8s} {level:4d} {p50 * 1000:8.2f} {pct(run.latencies_s, 0.95) * 1000:8.2f} "
+                f"{added:>13s} {cpu:>11s} {kernel:>9s} {run.upstream_cpu_per_request_s * 1000:9.2f} "
+                f"{run.steal_share:6.1%}"
+            )
+    print(
+        "(emu+load: CPU ms per request of the emulator and the load generator together; pinned, "
+        "a proxy whose own CPU per request is above it queues requests)"
+    )
+    if "nginx" in targets:
+        print("\ngateway vs nginx (same run):")
+        for level in LEVELS:
+            g, n = m.added_ms("gateway", level) / 1000, m.added_ms("nginx", level) / 1000
+            gc = results[("gateway", level)].cpu_per_request_s
+            nc = results[("nginx", level)].cpu_per_request_s
+            ratio = f"{g / n:.2f}x" if n > 0.0005 else "n/a (nginx adds < 0.5 ms)"
+            cpu_ratio = f"{gc / nc:.1f}x" if nc > 0 else "n/a (nginx CPU below the clock's resolution)"
+            print(
+                f"  {level:2d} concurrent: added p50 gateway {g * 1000:.2f} ms vs nginx {n * 1000:.2f} ms "
+                f"({ratio}); CPU/request {gc * 1000:.2f} ms vs {nc * 1000:.2f} ms ({cpu_ratio})"
+            )
+    g16 = m.added_ms("gateway", 16)
+    print(f"\ntarget: added p50 at 16 concurrent <= 5 ms: {g16:.2f} ms -> {'met' if g16 <= 5 else 'NOT met'}")
+    print(
+        f"gateway RSS: between runs {m.idle_rss / 1e6:.0f} MB, "
+        f"peak at 64 concurrent {m.peak_rss / 1e6:.0f} MB "
+        f"(+{(m.peak_rss - m.idle_rss) / 1e6:.0f} MB = {(m.peak_rss - m.idle_rss) / 64 / size:.1f} "
+        "response bodies per in-flight request)"
+    )
+
+
+def summary(runs: list[Measured], targets: dict[str, Target]) -> None:
+    """One line per run at 16 concurrent, and how many runs met the targets."""
+    print(f"\n{len(runs)} runs at 16 concurrent:")
+    print(
+        f"{'run':>3s} {'gateway adds':>12s} {'nginx adds':>10s} {'gw CPU/req':>10s} {'emu+load':>9s} "
+        f"{'nginx CPU':>9s} {'peak RSS +MB':>12s}"
+    )
+    met = within = 0
+    for i, m in enumerate(runs, start=1):
+        g = m.added_ms("gateway", 16)
+        n = m.added_ms("nginx", 16) if "nginx" in targets else float("nan")
+        run = m.results[("gateway", 16)]
+        nginx_cpu = m.results[("nginx", 16)].cpu_per_request_s * 1000 if "nginx" in targets else float("nan")
+        met += g <= 5
+        within += g <= 2 * max(n, 0.5)  # nginx adding under 0.5 ms counts as 0.5
+        print(
+            f"{i:3d} {g:12.2f} {n:10.2f} {run.cpu_per_request_s * 1000:10.2f} "
+            f"{run.upstream_cpu_per_request_s * 1000:9.2f} {nginx_cpu:9.2f} "
+            f"{(m.peak_rss - m.idle_rss) / 1e6:12.0f}"
+        )
+    print(f"added p50 <= 5 ms at 16 concurrent: met in {met} of {len(runs)} runs")
+    if "nginx" in targets:
+        print(f"within 2x of nginx's added p50 (or of 0.5 ms): {within} of {len(runs)} runs")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -365,6 +501,9 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
         help="pin the proxy (gateway or nginx) to CPU 1 and the emulator and load generator to CPU 0, "
         "as if the proxy had a host of its own; default: all share both cores",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="measure everything this many times (same processes)"
+    )
     args = parser.parse_args()
     per_level = {1: 60, 16: 384, 64: 384} if not args.quick else {1: 8, 16: 32, 64: 128}
     tmp = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
@@ -374,7 +513,7 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
     deployment_path = f"/openai/deployments/bench/images/generations?api-version={API_VERSION}"
     azure_headers = {"api-key": KEY, "content-type": "application/json"}
     gateway_body = BODY.replace(b'{"prompt"', b'{"model": "bench", "prompt"')
-    targets: dict[str, tuple[str, dict[str, str], bytes, list[int]]] = {
+    targets: dict[str, Target] = {
         "direct": (procs.emulator_url + deployment_path, azure_headers, BODY, []),
         "gateway": (
             procs.gateway_url + "/v1/images/generations",
@@ -385,29 +524,14 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
     }
     if procs.nginx_url and procs.nginx is not None:
         targets["nginx"] = (procs.nginx_url + deployment_path, azure_headers, BODY, [procs.nginx.pid])
-    results: dict[tuple[str, int], Run] = {}
-    peak_rss = 0
-    idle_rss = 0
     rounds = 4 if not args.quick else 2
+    runs: list[Measured] = []
     try:
-        for level in LEVELS:
-            # Targets take turns in short rounds, so a change in machine load (other processes on
-            # the same cores) lands on all of them alike instead of on whichever ran last.
-            batch = max(level, per_level[level] // rounds)
-            if level == LEVELS[-1]:
-                idle_rss = RssSampler(procs.gateway.pid).rss()  # warmed up, between runs
-            for _ in range(rounds):
-                for name, (url, headers, body, pids) in targets.items():
-                    measured = asyncio.run(load(url, headers, body, level, batch, pids))
-                    results[(name, level)] = merge(results.get((name, level)), measured)
-            if level == LEVELS[-1]:
-                # Peak memory in a round of its own, not timed: the sampler thread polls psutil
-                # every 5 ms in this process and would slow the load generator of that round only.
-                url, headers, body, pids = targets["gateway"]
-                with RssSampler(procs.gateway.pid) as sampler:
-                    asyncio.run(load(url, headers, body, level, batch, pids))
-                peak_rss = sampler.peak
-            print(f"  measured {len(targets)} targets at {level:2d} concurrent", flush=True)
+        for i in range(args.runs):
+            if args.runs > 1:
+                print(f"run {i + 1} of {args.runs}", flush=True)
+            runs.append(measure(targets, procs, per_level, rounds))
+            report(runs[-1], targets, per_level, args.pin)
     finally:
         for proc in (procs.gateway, procs.emulator, procs.nginx):
             if proc is not None:
@@ -419,53 +543,8 @@ def main() -> None:  # noqa: C901, PLR0915 - a linear script: set up, measure, p
                 except subprocess.TimeoutExpired:
                     proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-
-    size = results[("direct", 1)].bytes_per_response
-    placement = "proxy on CPU 1, emulator and load on CPU 0" if args.pin else "all share 2 CPUs"
-    print(
-        f"\nresponse body: {size / 1e6:.2f} MB of JSON (base64 PNG); requests per level: {per_level}; "
-        f"{placement}"
-    )
-    print(
-        f"{'target':8s} {'conc':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'added p50 ms':>13s} "
-        f"{'CPU ms/req':>11s} {'of it sys':>9s} {'steal':>6s}"
-    )
-    for level in LEVELS:
-        base = statistics.median(results[("direct", level)].latencies_s)
-        for name in targets:
-            run = results[(name, level)]
-            p50 = statistics.median(run.latencies_s)
-            added = "" if name == "direct" else f"{(p50 - base) * 1000:13.2f}"
-            cpu = "" if name == "direct" else f"{run.cpu_per_request_s * 1000:11.2f}"
-            kernel = "" if name == "direct" else f"{run.sys_per_request_s * 1000:9.2f}"
-            print(
-                f"{name:8s} {level:4d} {p50 * 1000:8.2f} {pct(run.latencies_s, 0.95) * 1000:8.2f} "
-                f"{added:>13s} {cpu:>11s} {kernel:>9s} {run.steal_share:6.1%}"
-            )
-    if "nginx" in targets:
-        print("\ngateway vs nginx (same run):")
-        for level in LEVELS:
-            base = statistics.median(results[("direct", level)].latencies_s)
-            g = statistics.median(results[("gateway", level)].latencies_s) - base
-            n = statistics.median(results[("nginx", level)].latencies_s) - base
-            gc = results[("gateway", level)].cpu_per_request_s
-            nc = results[("nginx", level)].cpu_per_request_s
-            ratio = f"{g / n:.2f}x" if n > 0.0005 else "n/a (nginx adds < 0.5 ms)"
-            cpu_ratio = f"{gc / nc:.1f}x" if nc > 0 else "n/a (nginx CPU below the clock's resolution)"
-            print(
-                f"  {level:2d} concurrent: added p50 gateway {g * 1000:.2f} ms vs nginx {n * 1000:.2f} ms "
-                f"({ratio}); CPU/request {gc * 1000:.2f} ms vs {nc * 1000:.2f} ms ({cpu_ratio})"
-            )
-    g16 = (
-        statistics.median(results[("gateway", 16)].latencies_s)
-        - statistics.median(results[("direct", 16)].latencies_s)
-    ) * 1000
-    print(f"\ntarget: added p50 at 16 concurrent <= 5 ms: {g16:.2f} ms -> {'met' if g16 <= 5 else 'NOT met'}")
-    print(
-        f"gateway RSS: between runs {idle_rss / 1e6:.0f} MB, peak at 64 concurrent {peak_rss / 1e6:.0f} MB "
-        f"(+{(peak_rss - idle_rss) / 1e6:.0f} MB = {(peak_rss - idle_rss) / 64 / size:.1f} "
-        "response bodies per in-flight request)"
-    )
+    if len(runs) > 1:
+        summary(runs, targets)
 
 
 if __name__ == "__main__":

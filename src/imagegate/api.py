@@ -27,7 +27,7 @@ import os
 import queue
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
@@ -201,6 +201,7 @@ class AsyncImageGate:
         fallback: str | None = None,
         deadline_s: float | None = None,
         degrade: bool = False,
+        fallback_models: Collection[str] | None = None,
     ) -> ImageResult:
         mode = parse_mode(fallback)
         if deadline_s is not None and (
@@ -212,6 +213,7 @@ class AsyncImageGate:
             translate=self.config.translate if translate is None else translate,
             on_partial=on_partial,
             fallback=mode,
+            fallback_models=None if fallback_models is None else frozenset(fallback_models),
             deadline=None if deadline_s is None else self._clock() + float(deadline_s),
             degrade=bool(degrade),
         )
@@ -236,6 +238,7 @@ class AsyncImageGate:
         fallback: str | None = None,
         deadline_s: float | None = None,
         degrade: bool = False,
+        fallback_models: Collection[str] | None = None,
     ) -> ImageResult:
         """Generate ``n`` images. ``model`` is a logical model (``default``, ``cheap``...), a
         deployment name or a catalog model; ``None`` is the configured default. Parameters left
@@ -248,7 +251,9 @@ class AsyncImageGate:
         ``"same-model"`` (other deployments of the same model only) or ``"none"``.
         ``deadline_s`` bounds the whole request (default: ``retry.deadline_s``); when the time
         left is too short for the quality, ``degrade=True`` allows a lower quality (listed on
-        ``result.changes``, ``result.degraded``), else ``DeadlineExceeded`` is raised at once."""
+        ``result.changes``, ``result.degraded``), else ``DeadlineExceeded`` is raised at once.
+        ``fallback_models`` limits the fallbacks to those reached by one of these names (a group,
+        deployment or catalog model): what the HTTP gateway passes for a key limited to models."""
         req = ImageRequest(
             prompt=prompt,
             model=model,
@@ -263,7 +268,14 @@ class AsyncImageGate:
             response_format=response_format,
             user=user,
         )
-        return await self._run(req, translate, fallback=fallback, deadline_s=deadline_s, degrade=degrade)
+        return await self._run(
+            req,
+            translate,
+            fallback=fallback,
+            deadline_s=deadline_s,
+            degrade=degrade,
+            fallback_models=fallback_models,
+        )
 
     def _edit_request(
         self, images: ImageInput | Sequence[ImageInput], prompt: str, mask: ImageInput | None, **params: Any
@@ -292,6 +304,7 @@ class AsyncImageGate:
         fallback: str | None = None,
         deadline_s: float | None = None,
         degrade: bool = False,
+        fallback_models: Collection[str] | None = None,
     ) -> ImageResult:
         """Edit one or more images (paths, bytes or binary files). With ``mask`` (a PNG with
         alpha, the size of the first image), only its transparent pixels change. Images are
@@ -312,7 +325,14 @@ class AsyncImageGate:
             background=background,
             user=user,
         )
-        return await self._run(req, translate, fallback=fallback, deadline_s=deadline_s, degrade=degrade)
+        return await self._run(
+            req,
+            translate,
+            fallback=fallback,
+            deadline_s=deadline_s,
+            degrade=degrade,
+            fallback_models=fallback_models,
+        )
 
     async def stream(
         self,
@@ -325,6 +345,7 @@ class AsyncImageGate:
         fallback: str | None = None,
         deadline_s: float | None = None,
         degrade: bool = False,
+        fallback_models: Collection[str] | None = None,
         **params: Any,
     ) -> AsyncIterator[PartialImage | ImageResult]:
         """Yield partial images as they arrive, then the final ``ImageResult``. Pass ``images``
@@ -351,6 +372,7 @@ class AsyncImageGate:
                         fallback=fallback,
                         deadline_s=deadline_s,
                         degrade=degrade,
+                        fallback_models=fallback_models,
                     )
                     await send.send(result)
                 except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)

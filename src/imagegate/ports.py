@@ -173,8 +173,8 @@ class LedgerEntry:
 @dataclass(frozen=True, slots=True)
 class CostRow:
     group: str
-    requests: int
-    images: int
+    requests: int  # rows: requests (attempts, by deployment), refused and failed ones included
+    images: int  # images made (successful rows only)
     cost_usd: Decimal
     estimated: int  # rows whose cost is an estimate
 

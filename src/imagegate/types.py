@@ -167,6 +167,9 @@ class AttemptRecord:
     request_id: str | None = None
     remaining_requests: int | None = None  # x-ratelimit-remaining-requests, when the response had it
     queued_s: float = 0.0  # how long routing held this attempt back, waiting for quota or a breaker
+    # what a successful attempt made and cost (set by the pipeline's cost stage; None: not priced)
+    images: int | None = None
+    cost_usd: Decimal | None = None
 
 
 def _png_size(prefix: bytes) -> tuple[int | None, int | None]:

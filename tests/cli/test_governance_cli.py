@@ -93,6 +93,10 @@ def test_bad_input_exits_2_naming_the_field(db: str) -> None:
     assert code == 2 and "--max-quality" in err and "'ultra'" in err
     code, _, err = invoke(["keys", "create", "--name", "x", "--budget-usd", "lots"], db)
     assert code == 2 and "--budget-usd" in err
+    code, _, err = invoke(["keys", "create", "--name", "x", "--max-n", "0"], db)
+    assert code == 2 and "--max-n=0" in err
+    code, _, err = invoke(["keys", "create", "--name", "x", "--rpm", "-3"], db)
+    assert code == 2 and "--rpm=-3" in err
     code, _, err = invoke(["keys", "revoke", "nobody"], db)
     assert code == 1 and "nobody" in err
     code, _, err = invoke(["costs", "--by", "colour"], db)
@@ -182,3 +186,22 @@ def test_db_upgrade_and_sweep(db: str) -> None:
     assert code == 0 and "database at revision 0001" in err
     code, _, err = invoke(["db", "sweep"], db)
     assert code == 0 and "released 0 stale budget hold(s); purged 0 expired idempotency key(s)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["costs", "--until", "garbage"], "--until='garbage'"),
+        (["costs", "--since", "99999999999d"], "--since='99999999999d'"),
+        (["audit", "export", "--since", "99999999999h"], "--since='99999999999h'"),
+        (["costs", "--tier", "1000=150"], "--tier='1000=150'"),
+        (["costs", "--tier", "inf=5"], "--tier='inf=5'"),
+        (["costs", "--tier", "garbage"], "--tier='garbage'"),
+    ],
+)
+def test_bad_times_and_tiers_exit_2_naming_the_option_and_the_value(
+    args: list[str], named: str, db: str
+) -> None:
+    code, _, err = invoke(args, db)
+    assert code == 2, err
+    assert named in err and "Traceback" not in err

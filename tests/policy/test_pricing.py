@@ -99,3 +99,55 @@ def test_price_override() -> None:
     assert cost_of(
         G1, usage=Usage(output_tokens=1), size=None, quality=None, images=3, override=flat
     ).usd == Decimal("0.15")
+
+
+@pytest.mark.parametrize(
+    "model", [m for m in ("gpt-image-1", "gpt-image-1.5", "gpt-image-1-mini", "dall-e-3")]
+)
+def test_a_reservation_covers_what_any_size_and_quality_is_billed(model: str) -> None:
+    """The budget hold is never below the bill: every size and quality the model takes, by token
+    product and by published figure, and what "auto" or an unknown value may render at."""
+    from imagegate.policy.pricing import reservation_estimate
+
+    spec = CAT.get(model)
+    sizes = [s for s in spec.sizes if s != "auto"]
+    qualities = [q for q in spec.qualities if q != "auto"]
+    most = Decimal(0)
+    for size in sizes:
+        for quality in qualities:
+            billed = estimate(spec, size=size, quality=quality, n=2).usd
+            if spec.pricing.kind == "tokens":
+                tokens = output_tokens_per_image(spec, size, quality) * 2
+                billed = max(
+                    billed,
+                    cost_of(
+                        spec, usage=Usage(output_tokens=tokens), size=size, quality=quality, images=2
+                    ).usd,
+                )
+            held = reservation_estimate(spec, size=size, quality=quality, n=2)
+            assert held >= billed, (size, quality)
+            most = max(most, billed)
+    for size, quality in (("auto", "auto"), ("1792x1024", "hd"), ("auto", "ultra")):
+        assert reservation_estimate(spec, size=size, quality=quality, n=2) >= most, (size, quality)
+    # nothing asked: what the model renders by default (its default quality; its default size,
+    # or any size for a model whose default is "auto")
+    assert (
+        reservation_estimate(spec, size=None, quality=None, n=2)
+        >= estimate(spec, size=None, quality=None, n=2).usd
+    )
+
+
+def test_a_reservation_counts_prompt_bytes_partial_images_and_edit_inputs() -> None:
+    from imagegate.policy.pricing import INPUT_IMAGE_TOKENS_MAX, PARTIAL_IMAGE_TOKENS, reservation_estimate
+
+    base = reservation_estimate(G1, size="1024x1024", quality="low", n=1)
+    assert base == Decimal("0.011")  # the published figure is above the token product (0.01088)
+    prompt = "狐" * 10  # 3 UTF-8 bytes each: a tokenizer cannot make more tokens than bytes
+    assert (
+        reservation_estimate(G1, size="1024x1024", quality="low", n=1, prompt=prompt)
+        == base + Decimal(30) * 5 / 10**6
+    )
+    streamed = reservation_estimate(G1, size="1024x1024", quality="low", n=2, partial_images=3)
+    assert streamed == 2 * base + Decimal(2 * 3 * PARTIAL_IMAGE_TOKENS) * 40 / 10**6
+    edit = reservation_estimate(G1, size="1024x1024", quality="low", n=1, input_images=2, high_fidelity=True)
+    assert edit == base + Decimal(2 * INPUT_IMAGE_TOKENS_MAX + 6240) * 10 / 10**6

@@ -36,6 +36,7 @@ class FakeBackend:
     cost_usd: Decimal = Decimal("0.042")
     estimate: Decimal = Decimal("0.05")
     fail_with: ImageGateError | None = None
+    default_quality: str = "high"  # what the model renders at when the request names no quality
     gate: anyio.Event | None = None  # when set, calls wait for it (to test concurrency)
     calls: list[ImageRequest] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
@@ -88,8 +89,13 @@ class FakeBackend:
             yield PartialImage(index=index, image=GeneratedImage.from_b64(PNG_B64))
         yield self._result(request)
 
-    def estimate_usd(self, request: ImageRequest) -> Decimal:
+    def estimate_usd(
+        self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
+    ) -> Decimal:
         return self.estimate
+
+    def quality_of(self, request: ImageRequest) -> str | None:
+        return request.quality or self.default_quality
 
 
 class FakeRates:

@@ -310,10 +310,7 @@ async def test_per_request_option_headers_reach_the_backend(
         assert r.status_code == 400 and r.json()["error"]["param"] == name
 
 
-async def test_sliced_response_sends_zero_copy_slices_with_content_length() -> None:
-    from imagegate.server.responses import SLICE_BYTES, SlicedResponse
-
-    body = bytes(range(256)) * (SLICE_BYTES * 2 // 256 + 7)
+async def _sent(response: object) -> list[dict[str, object]]:
     messages: list[dict[str, object]] = []
 
     async def send(message: dict[str, object]) -> None:
@@ -322,13 +319,49 @@ async def test_sliced_response_sends_zero_copy_slices_with_content_length() -> N
     async def receive() -> dict[str, object]:
         return {"type": "http.disconnect"}
 
-    await SlicedResponse(body, media_type="application/json")({"type": "http"}, receive, send)  # type: ignore[arg-type]
-    start, *chunks = messages
+    await response({"type": "http"}, receive, send)  # type: ignore[operator]
+    return messages
+
+
+async def test_sliced_response_sends_zero_copy_slices_with_content_length() -> None:
+    """On asyncio's own loop (whose transport copies what the socket does not take), a large
+    part goes out in slices of at most SLICE_BYTES, each a view of the part; the last ends it."""
+    from imagegate.server.responses import SLICE_BYTES, SlicedResponse
+
+    body = bytes(range(256)) * (SLICE_BYTES * 2 // 256 + 7)
+    start, *chunks = await _sent(SlicedResponse(body, media_type="application/json"))
     headers = dict(start["headers"])  # type: ignore[call-overload]
     assert headers[b"content-length"] == str(len(body)).encode()
-    assert len(chunks) == 4 and chunks[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
-    assert all(isinstance(c["body"], memoryview) for c in chunks[:-1])
+    assert len(chunks) == 3
+    assert [c["more_body"] for c in chunks] == [True, True, False]
+    assert all(isinstance(c["body"], memoryview) and c["body"].obj is body for c in chunks)  # type: ignore[union-attr]
+    assert max(len(c["body"]) for c in chunks) <= SLICE_BYTES  # type: ignore[arg-type]
     assert b"".join(bytes(c["body"]) for c in chunks) == body  # type: ignore[arg-type]
+
+
+def test_sliced_response_sends_each_part_whole_under_uvloop() -> None:
+    """uvloop's transport keeps a view of what the socket does not take at once, so each part
+    goes in one message (the image itself, not a copy) and the last part ends the body."""
+    import uvloop
+
+    from imagegate.server.responses import SLICE_BYTES, SlicedResponse
+
+    image = bytes(range(256)) * (SLICE_BYTES * 4 // 256)
+    parts = [b'{"data":[{"b64_json":"', memoryview(image), b'"}]}']
+    messages = uvloop.run(_sent(SlicedResponse(parts, media_type="application/json")))
+    start, *chunks = messages
+    assert dict(start["headers"])[b"content-length"] == str(sum(len(p) for p in parts)).encode()  # type: ignore[call-overload]
+    assert [c["more_body"] for c in chunks] == [True, True, False]
+    assert chunks[1]["body"] is parts[1]
+    assert b"".join(bytes(c["body"]) for c in chunks) == b"".join(parts)  # type: ignore[arg-type]
+
+
+async def test_an_empty_sliced_response_still_ends_its_body() -> None:
+    from imagegate.server.responses import SlicedResponse
+
+    start, *chunks = await _sent(SlicedResponse([b"", memoryview(b"")], status_code=204))
+    assert dict(start["headers"])[b"content-length"] == b"0"  # type: ignore[call-overload]
+    assert chunks == [{"type": "http.response.body", "body": b"", "more_body": False}]
 
 
 @pytest.mark.parametrize(
@@ -365,20 +398,12 @@ async def test_sliced_response_writes_parts_in_slices() -> None:
 
     big = bytes(range(256)) * (SLICE_BYTES // 256 + 3)
     parts = [b'{"a":"', memoryview(big), b'"}']
-    messages: list[dict[str, object]] = []
-
-    async def send(message: dict[str, object]) -> None:
-        messages.append(message)
-
-    async def receive() -> dict[str, object]:
-        return {"type": "http.disconnect"}
-
     response = SlicedResponse(parts, media_type="application/json", headers={"x-a": "1"})
     assert response.body == b"".join(parts)
-    await response({"type": "http"}, receive, send)  # type: ignore[arg-type]
-    start, *chunks = messages
+    start, *chunks = await _sent(response)
     headers = dict(start["headers"])  # type: ignore[call-overload]
     assert headers[b"content-length"] == str(sum(len(p) for p in parts)).encode()
     assert headers[b"content-type"] == b"application/json" and headers[b"x-a"] == b"1"
     assert max(len(c["body"]) for c in chunks) <= SLICE_BYTES  # type: ignore[arg-type]
+    assert [c["more_body"] for c in chunks][-1] is False and all(c["more_body"] for c in chunks[:-1])
     assert b"".join(bytes(c["body"]) for c in chunks) == b"".join(parts)  # type: ignore[arg-type]

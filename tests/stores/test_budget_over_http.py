@@ -64,8 +64,13 @@ class HeldBackend:
     ) -> AsyncIterator[StreamItem]:
         raise AssertionError("not used")
 
-    def estimate_usd(self, request: ImageRequest) -> Decimal:
+    def estimate_usd(
+        self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
+    ) -> Decimal:
         return PRICE
+
+    def quality_of(self, request: ImageRequest) -> str | None:
+        return request.quality or "high"
 
 
 async def test_fifty_concurrent_requests_against_a_budget_for_ten_spend_exactly_it(stores: Any) -> None:

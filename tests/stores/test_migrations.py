@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,48 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
         assert (await stores.keys.get(new.record.id)).name == "b"  # type: ignore[union-attr]
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_workers_migrating_a_new_database_at_once_all_succeed(
+    kind: str, tmp_path: Path, service_gate: Callable[[str, str, int], None]
+) -> None:
+    """`imagegate serve --workers N` on an empty database: every worker migrates at start-up, at
+    the same moment. One must do it and the others find it done, none may fail."""
+    if kind == "sqlite":
+        url, schema = f"sqlite+aiosqlite:///{tmp_path / 'workers.db'}", None
+        engines = [create_engine(url) for _ in range(4)]
+    else:
+        service_gate("PostgreSQL", "127.0.0.1", 5432)
+        first, schema = await pg_schema_engine()
+        engines = [first, *(create_engine(PG_URL, schema=schema) for _ in range(3))]
+    try:
+        await asyncio.gather(*(migrate(engine) for engine in engines))
+        assert {await current_revision(engine) for engine in engines} == {head_revision()}
+    finally:
+        for engine in engines:
+            await engine.dispose()
+        if schema is not None:
+            await drop_pg_schema(schema)
+
+
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def pg_schema_engine() -> tuple[Any, str]:
+    """A fresh, empty schema (not migrated) and an engine on it."""
+    import secrets
+
+    schema = f"ig_t_mig_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE SCHEMA {schema}"))
+    await admin.dispose()
+    return create_engine(PG_URL, schema=schema), schema
+
+
+async def drop_pg_schema(schema: str) -> None:
+    admin = create_engine(PG_URL)
+    async with admin.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    await admin.dispose()

@@ -189,3 +189,18 @@ async def test_client_supplied_text_longer_than_its_column_is_cut_not_refused(st
         stored, sent = getattr(back, name), getattr(long, name)
         assert stored and sent.startswith(stored), name
     assert back.cost_usd == Decimal("0.01")
+
+
+async def test_images_count_only_what_was_made(stores: Any) -> None:
+    from dataclasses import replace
+
+    made = request("r1", "key_a", "default", "0.084", T0, n=2)
+    refused = replace(request("r2", "key_a", "default", "0", T0, n=4), status="rejected", http_status=403)
+    failed = replace(request("r3", "key_a", "default", "0", T0, n=3), status="error", http_status=502)
+    await stores.ledger.record_many([made, refused, failed, attempt("r1", 1, "east", "0.084")])
+    [row] = await stores.ledger.summarize(CostGroup.KEY)
+    assert (row.requests, row.images, row.cost_usd) == (3, 2, Decimal("0.084"))
+    failed_attempt = replace(attempt("r3", 1, "east", "0", status="upstream_failed"), n=0)
+    await stores.ledger.record(failed_attempt)
+    [east] = await stores.ledger.summarize(CostGroup.DEPLOYMENT)
+    assert (east.requests, east.images) == (2, 1)

@@ -31,21 +31,24 @@ _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _FORMATS = ("table", "csv", "json")
 
 
-def parse_since(value: str, now: datetime) -> datetime:
-    """``2026-11-01``, an ISO datetime, ``7d`` / ``24h`` / ``90m`` ago, ``today``, ``week``, ``month``."""
+_TIER = "THRESHOLD_USD=PERCENT: a threshold >= 0 and a discount from 0 to 100 percent, e.g. 1000=5"
+_WHEN = "a date (2026-11-01), an ISO datetime, 7d/24h/90m, today, week or month"
+
+
+def parse_since(value: str, now: datetime, *, option: str = "--since") -> datetime:
+    """``2026-11-01``, an ISO datetime, ``7d`` / ``24h`` / ``90m`` ago, ``today``, ``week``, ``month``.
+    A bad value is an ``InvalidRequest`` naming ``option``, the value and what is allowed."""
     named = {"today": Period.DAY, "week": Period.WEEK, "month": Period.MONTH}
     if value in named:
         return window_start(named[value], now)
     m = _RELATIVE.match(value)
-    if m:
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[m.group(2)]
-        return now - timedelta(**{unit: int(m.group(1))})
     try:
+        if m:
+            unit = {"d": "days", "h": "hours", "m": "minutes"}[m.group(2)]
+            return now - timedelta(**{unit: int(m.group(1))})
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest.for_field(
-            "--since", value, "a date (2026-11-01), an ISO datetime, 7d/24h/90m, today, week or month"
-        ) from None
+    except (ValueError, OverflowError):  # not a time, or further back than datetime reaches
+        raise InvalidRequest.for_field(option, value, _WHEN) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -125,13 +128,15 @@ def costs(
             raise InvalidRequest.for_field("--by", by, "one of key, model, deployment, day") from None
         if fmt not in _FORMATS:
             raise InvalidRequest.for_field("--format", fmt, "one of " + ", ".join(_FORMATS))
-        try:
-            discount: list[DiscountTier] = [parse_tier(t) for t in tiers]
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), field="--tier") from None
+        discount: list[DiscountTier] = []
+        for tier in tiers:
+            try:
+                discount.append(parse_tier(tier))
+            except ValueError:
+                raise InvalidRequest.for_field("--tier", tier, _TIER) from None
         now = now_utc()
         start = None if since is None else parse_since(since, now)
-        end = None if until is None else parse_since(until, now)
+        end = None if until is None else parse_since(until, now, option="--until")
 
         async def run() -> tuple[list[CostRow], Decimal]:
             async with open_database(database_url) as stores:

@@ -40,6 +40,9 @@ def _scope(
         budget_period = Period(period)
     except ValueError:
         raise InvalidRequest.for_field("--period", period, "one of day, week, month, total") from None
+    for option, value in (("--max-n", max_n), ("--rpm", rpm)):
+        if value is not None and value < 1:
+            raise InvalidRequest.for_field(option, value, "a whole number >= 1")
     names = tuple(m.strip() for item in models for m in item.split(",") if m.strip())
     return KeyScope(
         models=names,

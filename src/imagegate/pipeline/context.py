@@ -6,12 +6,12 @@ validated request, the plan) and read what earlier stages left. Everything on it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from imagegate.catalog import ModelSpec
 from imagegate.config import DeploymentConfig
+from imagegate.ids import new_hex_id
 from imagegate.policy.fallback import FallbackMode
 from imagegate.types import Change, ImageRequest, PartialImage
 from imagegate.upstream.client import AttemptHooks
@@ -26,7 +26,7 @@ class RequestContext:
     request: ImageRequest
     translate: bool = False
     on_partial: OnPartial | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_hex_id)
     candidates: tuple[DeploymentConfig, ...] = ()
     spec: ModelSpec | None = None
     changes: tuple[Change, ...] = ()
@@ -36,6 +36,7 @@ class RequestContext:
     # the request as the caller gave it (fallback steps translate from it, not from the primary's)
     original: ImageRequest | None = None
     fallback: FallbackMode = "any"  # any | same-model | none (policy.fallback)
+    fallback_models: frozenset[str] | None = None  # names a fallback may be reached by (None: any)
     deadline: float | None = None  # absolute, on the pipeline's clock; None: the config's deadline_s
     degrade: bool = False  # may the quality be lowered to meet the deadline?
 

@@ -103,6 +103,7 @@ class FallbackStage:
             primary_changes=ctx.changes,
             mode=ctx.fallback,
             stream=ctx.on_partial is not None,
+            allowed=ctx.fallback_models,
         )
         wanted = ctx.original.n
         primary: Step | None = None

@@ -118,7 +118,11 @@ class CostStage:
             prompt=ctx.request.prompt,
             override=dep.price_override,
         )
-        return replace(result, cost=cost, changes=ctx.changes)
+        attempts = result.attempts
+        if attempts and attempts[-1].outcome == "ok":  # what this call's attempt made and cost
+            last = replace(attempts[-1], images=len(result.images), cost_usd=cost.usd)
+            attempts = (*attempts[:-1], last)
+        return replace(result, cost=cost, changes=ctx.changes, attempts=attempts)
 
 
 class UpstreamStage:

@@ -40,7 +40,7 @@ otherwise the step is too slow, and the chain moves on (a faster model may fit).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Literal, cast
 
@@ -74,9 +74,11 @@ __all__ = [
     "TooSlow",
     "build_chain",
     "chain_steps",
+    "chain_targets",
     "dialect_of",
     "fallback_order",
     "fit_deadline",
+    "may_serve",
     "moves_on",
     "options_from_headers",
     "parse_mode",
@@ -268,23 +270,44 @@ def chain_steps(
     primary_changes: Sequence[Change] = (),
     mode: FallbackMode = "any",
     stream: bool = False,
+    allowed: Collection[str] | None = None,
 ) -> Iterator[Step | Skipped]:
     """The chain one step at a time (see the module docstring), so a step is only translated
     and validated (edit images decoded) when the chain reaches it. ``primary`` is the validated
     request for the requested model; ``original`` is the request as the caller gave it;
-    ``stream``: the caller wants partial images, so models that do not stream are skipped."""
-    all_targets = targets(cfg, original.model)
-    model = primary.spec.name
-    head = next((t for t in all_targets if t.model == model), None)
-    if head is None:
+    ``stream``: the caller wants partial images, so models that do not stream are skipped;
+    ``allowed``: the names a fallback may be reached by (``may_serve``; ``None``: any)."""
+    reachable = chain_targets(cfg, original.model, primary.spec.name, mode=mode)
+    if not reachable:
         return
+    head, *rest = reachable
     yield Step(head, primary.spec, primary.request, tuple(primary_changes), primary=True)
-    if mode == "none":
-        return
-    for target in all_targets:
-        if target is head or (mode == "same-model" and target.model != model):
+    for target in rest:
+        if not may_serve(target, allowed):
+            yield Skipped(target, f"{target.label} is not among the models this caller may use")
             continue
         yield _fallback_step(target, original, catalog, primary.spec, stream=stream)
+
+
+def may_serve(target: Target, allowed: Collection[str] | None) -> bool:
+    """Whether a caller limited to ``allowed`` names may be served by ``target``: when it names
+    the target's group, deployment or catalog model (what it could have asked for itself)."""
+    return allowed is None or target.name in allowed or target.model in allowed
+
+
+def chain_targets(
+    cfg: ImageGateConfig, requested: str | None, model: str, *, mode: FallbackMode = "any"
+) -> tuple[Target, ...]:
+    """The targets a request for ``requested``, validated for catalog ``model``, may be served
+    by under ``mode``: the primary first, then the fallbacks in order (empty when no deployment
+    of ``requested`` serves ``model``)."""
+    all_targets = targets(cfg, requested)
+    head = next((t for t in all_targets if t.model == model), None)
+    if head is None:
+        return ()
+    if mode == "none":
+        return (head,)
+    return (head, *(t for t in all_targets if t is not head and (mode == "any" or t.model == model)))
 
 
 def build_chain(
@@ -296,6 +319,7 @@ def build_chain(
     primary_changes: Sequence[Change] = (),
     mode: FallbackMode = "any",
     stream: bool = False,
+    allowed: Collection[str] | None = None,
 ) -> Chain:
     """The whole chain at once (``chain_steps``, collected)."""
     items = list(
@@ -307,6 +331,7 @@ def build_chain(
             primary_changes=primary_changes,
             mode=mode,
             stream=stream,
+            allowed=allowed,
         )
     )
     return Chain(

@@ -100,7 +100,8 @@ class RequestScope:
 
     logical_model: str
     n: int = 1
-    quality: str | None = None
+    quality: str | None = None  # what will be rendered: the request's, else the model's default
+    quality_named: bool = True  # False: ``quality`` is the model's default, the request named none
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class Authorization:
     key_name: str
     rpm: int | None
     budget: BudgetSpec | None
+    models: tuple[str, ...] = ()  # what the key may be served by (fallbacks included); () = any
 
 
 def _check_active(key: KeyRecord, now: datetime) -> None:
@@ -150,13 +152,22 @@ def authorize(
             allowed = sorted(
                 (q for q, r in quality_rank.items() if cap is not None and r <= cap and q != "auto")
             )
-            hint = (
-                " ('auto' may render at high quality; ask for a quality explicitly)"
-                if request.quality == "auto"
-                else ""
-            )
+            if not request.quality_named:
+                what = (
+                    f"the request names no quality, and the model's default is {request.quality!r} "
+                    "(ask for a quality explicitly)"
+                )
+            elif request.quality == "auto":
+                what = (
+                    "the request asked for 'auto' ('auto' may render at high quality; "
+                    "ask for a quality explicitly)"
+                )
+            else:
+                what = f"the request asked for {request.quality!r}"
             raise PermissionDenied(
-                f"{who} may request quality up to {scope.max_quality!r} ({', '.join(allowed) or 'none'}); "
-                f"the request asked for {request.quality!r}{hint}"
+                f"{who} may request quality up to {scope.max_quality!r} "
+                f"({', '.join(allowed) or 'none'}); {what}"
             )
-    return Authorization(key_id=key.id, key_name=key.name, rpm=scope.rpm, budget=key.budget())
+    return Authorization(
+        key_id=key.id, key_name=key.name, rpm=scope.rpm, budget=key.budget(), models=scope.models
+    )

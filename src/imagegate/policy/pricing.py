@@ -22,9 +22,24 @@ from imagegate.config import PriceOverride
 from imagegate.errors import InvalidRequest
 from imagegate.types import Cost, Usage
 
-__all__ = ["cost_of", "estimate", "estimate_prompt_tokens", "output_tokens_per_image", "per_image_estimate"]
+__all__ = [
+    "INPUT_IMAGE_TOKENS_MAX",
+    "PARTIAL_IMAGE_TOKENS",
+    "cost_of",
+    "estimate",
+    "estimate_prompt_tokens",
+    "output_tokens_per_image",
+    "per_image_estimate",
+    "reservation_estimate",
+]
 
 _MILLION = Decimal(1_000_000)
+# Upper bounds for budget holds (``reservation_estimate``), from OpenAI's billing rules as the
+# emulator models them (docs/emulator.md): each partial image of a stream adds 100 output tokens
+# per image; an input image of an edit is tiled after fitting it into 2048 px with its short side
+# at most 768 px, 65 + 129 tokens per 512-px tile, so at most 2 x 4 tiles.
+PARTIAL_IMAGE_TOKENS = 100
+INPUT_IMAGE_TOKENS_MAX = 65 + 129 * 8
 _CENT_TENTHS = Decimal("0.001")
 _SQUARE = "1024x1024"
 
@@ -162,3 +177,63 @@ def cost_of(
         Decimal(text_tokens) * text + Decimal(image_tokens) * image_in + Decimal(usage.output_tokens) * out
     ) / _MILLION
     return Cost(usd=usd, source=source, per_image_usd=usd / images if images else None)
+
+
+def _exact_per_image(spec: ModelSpec, size: str, quality: str, override: PriceOverride | None) -> Decimal:
+    """The most one image may cost: the token product and the published figure, whichever is
+    higher (OpenAI's published per-image prices are rounded, some of them down)."""
+    published, _ = per_image_estimate(spec, size, quality, override)
+    if spec.pricing.kind != "tokens" or (override is not None and override.per_image_usd is not None):
+        return published
+    _, _, out, _ = _prices(spec, override)
+    return max(published, Decimal(output_tokens_per_image(spec, size, quality)) * out / _MILLION)
+
+
+def _candidates(asked: str | None, known: tuple[str, ...]) -> tuple[str, ...]:
+    """What a request may be rendered at: what it asked for when the model knows it, else (not
+    given, ``auto``, or a value translation will map) any of them."""
+    if asked is not None and asked != "auto" and asked in known:
+        return (asked,)
+    return tuple(v for v in known if v != "auto")
+
+
+def reservation_estimate(
+    spec: ModelSpec,
+    *,
+    size: str | None,
+    quality: str | None,
+    n: int,
+    prompt: str | None = None,
+    partial_images: int = 0,
+    input_images: int = 0,
+    high_fidelity: bool = False,
+    override: PriceOverride | None = None,
+) -> Decimal:
+    """The most a request may be billed on ``spec``: what a budget holds before sending, so that
+    concurrent requests can never spend past it once settled. Unlike :func:`estimate` it never
+    under-counts: no quality or size is the model's default, ``auto`` (or a model without a
+    default size) the most expensive, a value translation would map the model's most expensive;
+    text tokens at one per UTF-8 byte of the prompt; partial images and the input images of an
+    edit (at their largest tiling, plus the high-fidelity surcharge) at their token prices."""
+    qualities = _candidates(spec.default_quality if quality is None else quality, spec.qualities)
+    sizes = _candidates(spec.default_size if size is None else size, _table_sizes(spec) or spec.sizes)
+    if size is not None and size != "auto" and size not in sizes and parse_size(size) is not None:
+        sizes = (size, *sizes)  # a free size (gpt-image-2) priced by area, next to the table's
+    prices = []
+    for s in sizes:
+        for q in qualities:
+            try:
+                prices.append(_exact_per_image(spec, s, q, override))
+            except InvalidRequest:
+                continue
+    total = max(prices, default=Decimal(0)) * n
+    if spec.pricing.kind != "tokens" or (override is not None and override.per_image_usd is not None):
+        return total
+    text, image_in, out, _ = _prices(spec, override)
+    total += Decimal(len((prompt or "").encode())) * text / _MILLION
+    total += Decimal(n * max(0, partial_images) * PARTIAL_IMAGE_TOKENS) * out / _MILLION
+    image_tokens = input_images * INPUT_IMAGE_TOKENS_MAX
+    table = spec.pricing.output_token_table
+    if high_fidelity and input_images and table is not None:
+        image_tokens += max((row.get("high", 0) for row in table.tokens.values()), default=0)
+    return total + Decimal(image_tokens) * image_in / _MILLION

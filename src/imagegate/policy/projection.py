@@ -29,8 +29,8 @@ class DiscountTier:
     discount_pct: Decimal
 
     def __post_init__(self) -> None:
-        if self.threshold_usd < 0:
-            raise ValueError(f"tier threshold must be >= 0, got {self.threshold_usd}")
+        if not self.threshold_usd.is_finite() or self.threshold_usd < 0:
+            raise ValueError(f"tier threshold must be a USD amount >= 0, got {self.threshold_usd}")
         if not Decimal(0) <= self.discount_pct <= Decimal(100):
             raise ValueError(f"tier discount must be between 0 and 100 percent, got {self.discount_pct}")
 

@@ -11,10 +11,10 @@ returns the HTTP status (None: no response), the upstream error ``code`` and whe
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from imagegate.ids import new_hex_id
 from imagegate.policy import breaker, quota
 from imagegate.policy import health as health_policy
 from imagegate.policy.health import ProbeResult
@@ -45,7 +45,7 @@ async def begin_probe(scheduler: Scheduler, name: str) -> Lease | None:
     Returns None when there is no room now."""
     now = scheduler.clock()
     qcfg = scheduler.quota_for(name)
-    lease_id = uuid.uuid4().hex
+    lease_id = new_hex_id()
 
     def step(st: DeploymentState) -> tuple[Lease | None, DeploymentState]:
         if qcfg is None:

@@ -25,7 +25,6 @@ import asyncio
 import itertools
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -33,6 +32,7 @@ from typing import Any
 
 from imagegate.config import DeploymentConfig, ImageGateConfig
 from imagegate.errors import NoDeploymentAvailable, RateLimited
+from imagegate.ids import new_hex_id
 from imagegate.policy import breaker, latency, quota, routing, waitqueue
 from imagegate.policy import health as health_policy
 from imagegate.routing.configured import breaker_config, quota_config, route_policy
@@ -290,7 +290,7 @@ class Scheduler:
         self, name: str, group: str, now: float, request_deadline: float | None
     ) -> Callable[[DeploymentState], tuple[Lease | Blocked, DeploymentState]]:
         qcfg = self._quota.get(name)
-        lease_id = uuid.uuid4().hex  # unique across replicas sharing the state
+        lease_id = new_hex_id()  # unique across replicas sharing the state
 
         def step(st: DeploymentState) -> tuple[Lease | Blocked, DeploymentState]:
             blocked = self._blocked_by_breaker(name, st, now)

@@ -52,10 +52,11 @@ from imagegate.server.middleware import (
 from imagegate.server.preflight import is_loopback, open_mode_refused
 from imagegate.server.routes import admin, files, images, ops
 from imagegate.server.routes.files import IMAGE_ROUTE
-from imagegate.server.service import ImageService
+from imagegate.server.service import IDEMPOTENCY_LEASE_S, ImageService
 from imagegate.server.settings import ServerLimits, ServerSettings, settings_from_environ
 from imagegate.server.state import GatewayState, ModelEntry, ReadinessCheck
 from imagegate.stores.blobs import LocalBlobStore
+from imagegate.stores.maintenance import sweep
 from imagegate.stores.ratelimit import KeyRateLimiter, rate_limiter_for
 from imagegate.stores.writebehind import WriteBehind
 
@@ -179,6 +180,7 @@ def create_app(
         ledger=ledger or memory.ledger,
         audit=audit or memory.audit,
         default_model=config.default_model,
+        prompt_retention=settings.audit_prompts,
     )
     metrics = GatewayMetrics(shared_routing_state=config.routing_state.backend == "redis")
     service = ImageService(
@@ -189,6 +191,7 @@ def create_app(
         default_model=config.default_model,
         blobs=blobs,
         idempotency=idempotency or memory.idempotency,
+        idempotency_lease_s=max(IDEMPOTENCY_LEASE_S, config.retry.deadline_s + 300.0),
     )
     models = models_of(config)
 
@@ -232,6 +235,12 @@ def create_app(
             if open_access is None:
                 await _decide_access(governance, settings, bind_host)
             tasks = _start_background(gate, state, settings, sleep or anyio.sleep)
+            # Holds left by a process that died before settling, expired idempotency keys: at
+            # start-up, then every few minutes. A hold is stale only once it is older than any
+            # request can run (the idempotency lease), so a live request is never released.
+            await _sweep_once(governance, service)
+            # (on real time: a test's injected sleep drives the prober's ticks, which it counts)
+            tasks.add(asyncio.create_task(_sweep_forever(governance, service), name="imagegate-sweeper"))
             try:
                 yield
             finally:
@@ -296,6 +305,34 @@ async def _stop(tasks: set[asyncio.Task[None]]) -> None:
         # wait() (not ``await task``) so a task's own CancelledError is not mistaken for, or
         # swallowed as, a cancellation of the shutdown itself
         await asyncio.wait(tasks)
+
+
+SWEEP_INTERVAL_S = 300.0
+
+
+async def _sweep_once(governance: Governance, service: ImageService) -> None:
+    if governance.budgets is None or service.idempotency is None:
+        return
+    try:
+        report = await sweep(
+            governance.budgets,
+            service.idempotency,
+            governance.now(),
+            hold_max_age_s=service.idempotency_lease_s,
+        )
+    except Exception as exc:  # the database may be down for now: the next round tries again
+        log.warning("imagegate: housekeeping sweep failed: %s", exc)
+        return
+    if report.released_holds:
+        log.warning(
+            "imagegate: released %d budget hold(s) left by requests that never settled", report.released_holds
+        )
+
+
+async def _sweep_forever(governance: Governance, service: ImageService) -> None:
+    while True:
+        await anyio.sleep(SWEEP_INTERVAL_S)
+        await _sweep_once(governance, service)
 
 
 async def _open_sql(settings: ServerSettings, governance: Governance, service: ImageService) -> SqlStores:

@@ -34,6 +34,15 @@ class ImageBackend(Protocol):
         self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
     ) -> AsyncIterator[StreamItem]: ...
 
-    def estimate_usd(self, request: ImageRequest) -> Decimal:
-        """An upper estimate of what the request may cost, to reserve against budgets."""
+    def estimate_usd(
+        self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
+    ) -> Decimal:
+        """The most the request may cost (with ``options``' fallbacks, streamed or not), to hold
+        against budgets: never less than it is billed, so concurrent requests cannot overspend."""
+        ...
+
+    def quality_of(self, request: ImageRequest) -> str | None:
+        """The quality the request will be rendered at: its own, else the model's default
+        (``None`` when the model is unknown: the pipeline refuses it before anything is sent).
+        A key's quality cap is judged on this, so leaving the quality out cannot get round it."""
         ...

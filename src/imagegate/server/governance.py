@@ -18,7 +18,6 @@ the adapters. With no key store the gateway runs *open* (zero-config on loopback
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from decimal import Decimal
 from imagegate.config import DEFAULT_GROUP
 from imagegate.errors import AuthenticationError, ImageGateError, UpstreamFailed
 from imagegate.policy.budget import BudgetSpec
-from imagegate.policy.keys import RequestScope, authorize
+from imagegate.policy.keys import KeyRecord, RequestScope, authorize
 from imagegate.ports import (
     AuditEvent,
     AuditLog,
@@ -40,11 +39,24 @@ from imagegate.ports import (
     RateLimiter,
     Reservation,
 )
-from imagegate.types import ImageRequest, ImageResult
+from imagegate.stores.audit import PromptRetention, with_prompt
+from imagegate.types import AttemptRecord, ImageRequest, ImageResult
 
-__all__ = ["ANONYMOUS", "Caller", "Governance", "credential_from"]
+__all__ = ["ANONYMOUS", "CANCELLED", "REPLAYED", "Caller", "Governance", "Outcome", "credential_from"]
 
 log = logging.getLogger("imagegate.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A request's ledger status and error code when no error object says it."""
+
+    status: str
+    code: str | None = None
+
+
+CANCELLED = Outcome("cancelled", "cancelled")  # the client went away, or the gateway shut down
+REPLAYED = Outcome("replayed", "replayed")  # an Idempotency-Key repeat answered from the stored response
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,7 @@ class Caller:
     rpm: int | None = None
     budgets: tuple[BudgetSpec, ...] = ()
     anonymous: bool = False
+    models: tuple[str, ...] = ()  # the key's allowed models: fallbacks are limited to them (() = any)
 
 
 ANONYMOUS = Caller(key_id="anonymous", key_name="anonymous", anonymous=True)
@@ -89,22 +102,36 @@ class Governance:
     global_budgets: tuple[BudgetSpec, ...] = ()
     now: Callable[[], datetime] = field(default=_utcnow)
     default_model: str = DEFAULT_GROUP  # recorded as the logical model of requests naming none
+    prompt_retention: PromptRetention = PromptRetention.HASH  # what the audit log keeps of a prompt
 
     @property
     def open(self) -> bool:
         return self.keys is None
 
     async def authorize(self, credential: str | None, scope: RequestScope) -> Caller:
+        return await self.admit(await self.identify(credential), scope)
+
+    async def identify(self, credential: str | None) -> KeyRecord | None:
+        """The stored key ``credential`` is (revoked or not), ``None`` for an unknown one or in
+        open mode; a missing credential is a 401 at once."""
         if self.keys is None:
-            return ANONYMOUS
+            return None
         if not credential:
             raise AuthenticationError(
                 "You didn't provide an API key. Send it as 'api-key: <key>' or 'Authorization: Bearer <key>'."
             )
-        record = await self.keys.authenticate(credential)
+        return await self.keys.authenticate(credential)
+
+    async def admit(self, record: KeyRecord | None, scope: RequestScope) -> Caller:
+        """The caller, if ``record`` may make this request now: 401 (unknown, revoked, expired),
+        403 (out of scope)."""
+        if self.keys is None:
+            return ANONYMOUS
         auth = authorize(record, scope, self.now())
         budgets = (*((auth.budget,) if auth.budget else ()), *self.global_budgets)
-        return Caller(key_id=auth.key_id, key_name=auth.key_name, rpm=auth.rpm, budgets=budgets)
+        return Caller(
+            key_id=auth.key_id, key_name=auth.key_name, rpm=auth.rpm, budgets=budgets, models=auth.models
+        )
 
     async def rate(self, caller: Caller) -> None:
         if caller.rpm is not None and self.rates is not None:
@@ -127,7 +154,7 @@ class Governance:
     async def record(
         self,
         *,
-        caller: Caller,
+        caller: Caller | None,
         request: ImageRequest,
         request_id: str,
         started_at: datetime,
@@ -137,20 +164,22 @@ class Governance:
         cost_exact: bool = False,
         idempotency_key: str | None = None,
         http_status: int = 200,
+        outcome: Outcome | None = None,
     ) -> None:
         """Ledger rows (request + attempts) and one audit event. Failures here are logged, never
-        turned into a failed response: the image was already made and billed."""
+        turned into a failed response: the image was already made and billed. ``outcome``
+        overrides the status and code derived from ``error`` (a cancelled request has no error)."""
         try:
             await self._record(
                 caller, request, request_id, started_at, result, error, cost_usd, cost_exact,
-                idempotency_key, http_status,
+                idempotency_key, http_status, outcome,
             )  # fmt: skip
         except Exception as exc:
             log.error("could not record request %s in the ledger/audit log", request_id, exc_info=exc)
 
     async def _record(
         self,
-        caller: Caller,
+        caller: Caller | None,
         request: ImageRequest,
         request_id: str,
         started_at: datetime,
@@ -160,10 +189,15 @@ class Governance:
         cost_exact: bool,
         idempotency_key: str | None,
         http_status: int,
+        outcome: Outcome | None,
     ) -> None:
         finished = self.now()
         logical_model = request.model or self.default_model
-        status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
+        if outcome is None:
+            status = "ok" if error is None else ("error" if isinstance(error, UpstreamFailed) else "rejected")
+            code = error.code if error else None
+        else:
+            status, code = outcome.status, outcome.code
         if self.ledger is not None:
             usage = result.usage if result else None
             rows = [
@@ -174,7 +208,7 @@ class Governance:
                     status=status,
                     cost_usd=cost_usd,
                     cost_exact=cost_exact,
-                    key_id=caller.key_id,
+                    key_id=caller.key_id if caller else None,
                     logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=result.deployment if result else None,
@@ -186,13 +220,14 @@ class Governance:
                     image_in_tokens=usage.input_image_tokens if usage else 0,
                     image_out_tokens=(usage.output_image_tokens or usage.output_tokens) if usage else 0,
                     http_status=http_status,
-                    error_code=error.code if error else None,
+                    error_code=code,
                     latency_ms=(finished - started_at).total_seconds() * 1000,
                     idempotency_key=idempotency_key,
                     finished_at=finished,
                 )
             ]
             attempts = result.attempts if result else (error.attempts if error else ())
+            ok = [a for a in attempts if a.outcome == "ok"]
             rows.extend(
                 LedgerEntry(
                     kind=EntryKind.ATTEMPT,
@@ -200,13 +235,16 @@ class Governance:
                     started_at=started_at,
                     status=attempt.outcome,
                     attempt=attempt.number,
-                    cost_usd=cost_usd if attempt.outcome == "ok" else Decimal(0),
+                    # an attempt's own cost and images when the pipeline priced it; else the
+                    # request's, on its one successful attempt
+                    cost_usd=_attempt_cost(attempt, ok, cost_usd),
                     cost_exact=cost_exact if attempt.outcome == "ok" else not attempt.may_be_billed,
                     error_code=None if attempt.outcome == "ok" else attempt.outcome,
-                    key_id=caller.key_id,
+                    key_id=caller.key_id if caller else None,
                     logical_model=logical_model,
                     model=result.model if result else None,
                     deployment=attempt.deployment,
+                    n=_attempt_images(attempt, ok, request.n),
                     http_status=attempt.status_code,
                     latency_ms=attempt.latency_s * 1000,
                     finished_at=finished,
@@ -215,18 +253,34 @@ class Governance:
             )
             await self.ledger.record_many(rows)
         if self.audit is not None:
-            await self.audit.record(
-                AuditEvent(
-                    at=finished,
-                    actor_kind="anonymous" if caller.anonymous else "key",
-                    action=f"image.{request.operation}",
-                    outcome=status if error is None else error.code,
-                    actor_id=caller.key_id,
-                    actor_name=caller.key_name,
-                    target=logical_model,
-                    request_id=request_id,
-                    cost_usd=cost_usd,
-                    prompt_sha256=hashlib.sha256(request.prompt.encode()).hexdigest(),
-                    details={"n": request.n, "http_status": http_status},
-                )
+            event = AuditEvent(
+                at=finished,
+                actor_kind="unauthenticated"
+                if caller is None
+                else ("anonymous" if caller.anonymous else "key"),
+                action=f"image.{request.operation}",
+                outcome=code or status,
+                actor_id=caller.key_id if caller else None,
+                actor_name=caller.key_name if caller else None,
+                target=logical_model,
+                request_id=request_id,
+                cost_usd=cost_usd,
+                details={"n": request.n, "http_status": http_status},
             )
+            await self.audit.record(with_prompt(event, request.prompt, self.prompt_retention))
+
+
+def _attempt_cost(attempt: AttemptRecord, ok: list[AttemptRecord], request_cost: Decimal) -> Decimal:
+    if attempt.outcome != "ok":
+        return Decimal(0)
+    if attempt.cost_usd is not None:
+        return attempt.cost_usd
+    return request_cost if len(ok) == 1 else request_cost / len(ok)
+
+
+def _attempt_images(attempt: AttemptRecord, ok: list[AttemptRecord], requested: int) -> int:
+    if attempt.outcome != "ok":
+        return 0
+    if attempt.images is not None:
+        return attempt.images
+    return requested if len(ok) == 1 else 0

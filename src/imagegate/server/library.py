@@ -15,11 +15,15 @@ from typing import Any
 
 from imagegate.api import AsyncImageGate
 from imagegate.errors import ImageGateError
+from imagegate.policy.fallback import chain_targets, may_serve, parse_mode
+from imagegate.policy.pricing import reservation_estimate
 from imagegate.server.backend import NO_OPTIONS, StreamItem
 from imagegate.server.options import RequestOptions
 from imagegate.types import EditRequest, ImageRequest, ImageResult
 
-__all__ = ["LibraryBackend"]
+__all__ = ["DEFAULT_PARTIAL_IMAGES", "LibraryBackend"]
+
+DEFAULT_PARTIAL_IMAGES = 2  # partial images of a stream that asks for no number
 
 _GENERATE = ("n", "size", "quality", "output_format", "output_compression", "background", "moderation")
 _GENERATE_MORE = ("style", "response_format", "user")
@@ -73,7 +77,7 @@ class LibraryBackend:
             params["mask"] = request.mask.data if request.mask is not None else None
         else:
             params.update(_given(request, (*_GENERATE, *_GENERATE_MORE)))
-        partial = request.partial_images if request.partial_images is not None else 2
+        partial = request.partial_images if request.partial_images is not None else DEFAULT_PARTIAL_IMAGES
         # ``AsyncImageGate.stream`` holds a task group, which must be entered and left in one task;
         # the HTTP response consumes this iterator from another task (Starlette streams the
         # body in its own), so a pump task owns the library stream and hands items over.
@@ -101,19 +105,52 @@ class LibraryBackend:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    def estimate_usd(self, request: ImageRequest) -> Decimal:
-        """What to hold against budgets. A request the estimate cannot price (a size or quality
-        the model lacks) holds nothing: the pipeline rejects it before anything is sent."""
+    def estimate_usd(
+        self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
+    ) -> Decimal:
+        """The most the request may be billed, to hold against budgets (``policy.pricing.
+        reservation_estimate``): the highest over every model and deployment that may serve it
+        (the fallback chain under ``options``), since a costlier fallback must fit the budget too.
+        A request no deployment serves holds nothing: the pipeline refuses it before sending."""
+        config, catalog = self.gate.config, self.gate.catalog
         try:
-            cost = self.gate.estimate(
-                model=request.model,
-                size=request.size,
-                quality=request.quality,
-                n=request.n,
-                prompt=request.prompt,
-            )
-        except ImageGateError:
-            raise
-        except (KeyError, ValueError, ArithmeticError):
+            model = self.gate.spec_for(request.model).name
+            mode = parse_mode(options.fallback)
+        except (ImageGateError, KeyError, ValueError):
             return Decimal(0)
-        return cost.usd
+        allowed = options.fallback_models
+        reachable = [
+            t
+            for i, t in enumerate(chain_targets(config, request.model, model, mode=mode))
+            if i == 0 or may_serve(t, allowed)
+        ]
+        partial = 0
+        if stream:
+            partial = request.partial_images if request.partial_images is not None else DEFAULT_PARTIAL_IMAGES
+        edit = request if isinstance(request, EditRequest) else None
+        return max(
+            (
+                reservation_estimate(
+                    catalog.get(target.model),
+                    size=request.size,
+                    quality=request.quality,
+                    n=request.n,
+                    prompt=request.prompt,
+                    partial_images=partial,
+                    input_images=len(edit.images) if edit else 0,
+                    high_fidelity=edit is not None and edit.input_fidelity == "high",
+                    override=dep.price_override,
+                )
+                for target in reachable
+                for dep in target.deployments
+            ),
+            default=Decimal(0),
+        )
+
+    def quality_of(self, request: ImageRequest) -> str | None:
+        if request.quality is not None:
+            return request.quality
+        try:
+            return self.gate.spec_for(request.model).default_quality
+        except (ImageGateError, KeyError, ValueError):
+            return None

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.errors import ImageGateError, PayloadTooLarge, RequestTimeout
+from imagegate.ids import new_hex_id
 from imagegate.server.errors import internal_error_response, render_error
 from imagegate.server.logconfig import REQUEST_ID
 
@@ -65,7 +65,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming and _CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        rid = incoming if incoming and _CLIENT_REQUEST_ID.match(incoming) else f"req_{new_hex_id()}"
         request_state(scope)["request_id"] = rid
         raw_rid = rid.encode()
 

@@ -30,10 +30,14 @@ class RequestOptions:
     fallback: str | None = None
     deadline_s: float | None = None
     degrade: bool = False
+    # not a header: the caller's key limits which models may serve it, fallbacks included
+    fallback_models: tuple[str, ...] | None = None
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``AsyncImageGate.generate``/``edit``/``stream``."""
         out: dict[str, Any] = {}
+        if self.fallback_models is not None:
+            out["fallback_models"] = self.fallback_models
         if self.translate is not None:
             out["translate"] = self.translate
         if self.fallback is not None:

@@ -9,6 +9,8 @@ path; only ``response_format=url`` decodes each image once, to store it where it
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,13 +30,19 @@ Part = bytes | memoryview
 
 
 class SlicedResponse(Response):
-    """A pre-encoded body, given as parts, sent as zero-copy slices of at most 256 KB.
+    """A pre-encoded body, given as parts, sent without copying; ``content-length`` is set.
 
     The parts are written as they are (no join: the images in them are views of the upstream
-    bodies). One ``send`` of a 2 MB part makes the server copy whatever the socket does not take
-    at once into its write buffer (a second copy of the image per slow client). Slices let the
-    server apply flow control between them (uvicorn waits for the buffer to drain), so a response
-    holds about one copy of its body however slow the client is. ``content-length`` is set.
+    bodies). How many messages that takes depends on the event loop's transport:
+
+    * uvloop (what ``imagegate serve`` runs) keeps a view of whatever the socket does not take
+      at once and writes the rest from C as the socket drains, so each part goes in one message,
+      the last one ending the body: 3 messages for a one-image response, where 256 KB slices
+      took 11, each through every middleware's ``send`` and uvicorn's.
+    * asyncio's own transport (Python 3.11) copies the unsent rest of a write into a bytearray:
+      a second copy of the image per slow client. There the parts go in slices of at most
+      256 KB, and the server's flow control between them (uvicorn waits for the buffer to
+      drain) keeps a response at about one copy of its body however slow the client is.
     """
 
     def __init__(
@@ -69,19 +77,40 @@ class SlicedResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        for part in self.parts:
+        step = _slice_bytes()
+        pieces = [p for p in self.parts if len(p)]
+        for i, part in enumerate(pieces):
+            last = i == len(pieces) - 1
+            if len(part) <= step:
+                await send({"type": "http.response.body", "body": part, "more_body": not last})
+                continue
             view = memoryview(part)
-            for start in range(0, len(view), SLICE_BYTES):
+            for start in range(0, len(view), step):
+                end = start + step
                 await send(
                     {
                         "type": "http.response.body",
-                        "body": view[start : start + SLICE_BYTES],
-                        "more_body": True,
+                        "body": view[start:end],
+                        "more_body": not (last and end >= len(view)),
                     }
                 )
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not pieces:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:
             await self.background()
+
+
+_WHOLE = sys.maxsize
+_STEP_BY_LOOP: dict[type, int] = {}
+
+
+def _slice_bytes() -> int:
+    """The largest message for the running loop's transport (see ``SlicedResponse``)."""
+    kind = type(asyncio.get_running_loop())
+    step = _STEP_BY_LOOP.get(kind)
+    if step is None:
+        step = _STEP_BY_LOOP[kind] = _WHOLE if kind.__module__.startswith("uvloop") else SLICE_BYTES
+    return step
 
 
 def usage_payload(usage: Usage) -> dict[str, Any]:

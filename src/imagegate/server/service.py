@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ import anyio
 import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from imagegate.errors import (
     BudgetExceeded,
@@ -39,7 +41,7 @@ from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
-from imagegate.server.governance import Caller, Governance, credential_from
+from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, Outcome, credential_from
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
@@ -47,13 +49,20 @@ from imagegate.server.responses import SlicedResponse, encode_images, result_hea
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
 from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
-__all__ = ["ImageService"]
+__all__ = ["IDEMPOTENCY_LEASE_S", "ImageService"]
+
+log = logging.getLogger("imagegate.server")
 
 _FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-IDEMPOTENCY_LEASE_S = 900.0
+# An Idempotency-Key's claim must outlast the longest request, or a retry takes it over while the
+# first still runs: ``x-imagegate-deadline-s`` allows up to 3600 s (``create_app`` raises it to a
+# longer ``retry.deadline_s``), plus a margin for the response to be stored.
+IDEMPOTENCY_LEASE_S = 3600.0 + 300.0
+_REPLAYED_HEADERS = ("x-imagegate-", "x-should-retry", "retry-after")
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_POLL_S = 0.25
 REPLAY_MEMORY_ENTRIES = 256
+CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned (ledger and audit only)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class ImageService:
     url_ttl_s: float = 3600.0
     blobs: BlobStore | None = None
     idempotency: IdempotencyStore | None = None
+    idempotency_lease_s: float = IDEMPOTENCY_LEASE_S
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     _replays: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
@@ -100,26 +110,37 @@ class ImageService:
         origin: str,
         state: dict[str, Any],
     ) -> Response:
-        call = replace(call, options=options_from_headers(headers))
         request = call.request
-        scope = RequestScope(
-            logical_model=request.model or self.default_model, n=request.n, quality=request.quality
-        )
-        caller = await self.governance.authorize(credential_from(headers), scope)
-        state["key_id"] = caller.key_id
-        state["model"] = scope.logical_model
-        try:
-            await self.governance.rate(caller)
-        except RateLimited:  # the key's rpm; a 429 the pipeline gives up on is not the key's
-            self.metrics.rate_limited.labels("key").inc()
-            raise
-        if call.response_format == "url" and self.blobs is None:
-            raise InvalidRequest.for_field(
-                "response_format", "url", "b64_json (this gateway has no image store)"
-            )
         idem_key = headers.get("idempotency-key")
-        if call.stream:
-            if idem_key:
+        started = self.governance.now()
+        caller: Caller | None = None
+        try:
+            scope = RequestScope(
+                logical_model=request.model or self.default_model,
+                n=request.n,
+                quality=self.backend.quality_of(request),
+                quality_named=request.quality is not None,
+            )
+            record = await self.governance.identify(credential_from(headers))
+            if record is not None:  # who asked, for the ledger, even if the key may not do this
+                caller = Caller(key_id=record.id, key_name=record.name)
+            caller = await self.governance.admit(record, scope)
+            state["key_id"] = caller.key_id
+            state["model"] = scope.logical_model
+            options = options_from_headers(headers)
+            if caller.models:  # a key limited to models is never served by another, not even a fallback
+                options = replace(options, fallback_models=caller.models)
+            call = replace(call, options=options)
+            try:
+                await self.governance.rate(caller)
+            except RateLimited:  # the key's rpm; a 429 the pipeline gives up on is not the key's
+                self.metrics.rate_limited.labels("key").inc()
+                raise
+            if call.response_format == "url" and self.blobs is None:
+                raise InvalidRequest.for_field(
+                    "response_format", "url", "b64_json (this gateway has no image store)"
+                )
+            if call.stream and idem_key:
                 # A stream cannot be replayed, and ignoring the key would let the client's retry
                 # buy a second image: refuse before anything is reserved or sent.
                 raise InvalidRequest.for_field(
@@ -128,10 +149,31 @@ class ImageService:
                     "no Idempotency-Key with stream=true (a stream cannot be "
                     "replayed); send the request without streaming, or without the header",
                 )
+        except ImageGateError as exc:
+            await self._refused(exc, caller, request, request_id, started, idem_key)
+            raise
+        if call.stream:
             return await self._stream(call, caller, request_id)
         if not idem_key or self.idempotency is None:
             return await self._run(call, caller, request_id, origin, idem_key)
         return await self._idempotent(call, caller, request_id, origin, idem_key)
+
+    async def _refused(
+        self,
+        exc: ImageGateError,
+        caller: Caller | None,
+        request: ImageRequest,
+        request_id: str,
+        started: datetime,
+        idem_key: str | None,
+    ) -> None:
+        """Record a request refused before anything was reserved or sent (401, 403, 429, 400, 409):
+        it cost nothing, but who asked for what, and why not, belongs in the ledger and audit."""
+        with anyio.CancelScope(shield=True):
+            await self.governance.record(
+                caller=caller, request=_without_images(request), request_id=request_id, started_at=started,
+                error=exc, cost_exact=True, idempotency_key=idem_key, http_status=exc.http_status,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ idempotency
 
@@ -140,42 +182,79 @@ class ImageService:
     ) -> Response:
         assert self.idempotency is not None
         fingerprint = _fingerprint(call)
-        deadline = self.clock() + IDEMPOTENCY_LEASE_S
-        while True:
-            now = self.governance.now()
-            claim = await self.idempotency.claim(
-                caller.key_id, idem_key, fingerprint, now, lease_s=IDEMPOTENCY_LEASE_S
-            )
-            if claim.status is ClaimStatus.DONE and claim.record.response_ref:
-                return await self._replay(claim.record.response_ref)
-            if claim.status is ClaimStatus.CLAIMED:
-                break
-            if self.clock() > deadline:
-                raise StorageError(f"the request with Idempotency-Key {idem_key!r} is still running")
-            await self.sleep(IDEMPOTENCY_POLL_S)  # another request holds the key: wait for it
+        deadline = self.clock() + self.idempotency_lease_s
+        started = self.governance.now()
+        response: Response | None = None
+        try:
+            while True:
+                now = self.governance.now()
+                claim = await self.idempotency.claim(
+                    caller.key_id, idem_key, fingerprint, now, lease_s=self.idempotency_lease_s
+                )
+                if claim.status is ClaimStatus.DONE and claim.record.response_ref:
+                    response = await self._replay(claim.record.response_ref)
+                    break
+                if claim.status is ClaimStatus.CLAIMED:
+                    break
+                if self.clock() > deadline:
+                    raise StorageError(f"the request with Idempotency-Key {idem_key!r} is still running")
+                await self.sleep(IDEMPOTENCY_POLL_S)  # another request holds the key: wait for it
+        except ImageGateError as exc:
+            await self._refused(exc, caller, call.request, request_id, started, idem_key)
+            raise
+        if response is not None:
+            await self.governance.record(
+                caller=caller, request=_without_images(call.request), request_id=request_id,
+                started_at=started, cost_exact=True, idempotency_key=idem_key, outcome=REPLAYED,
+                http_status=response.status_code,
+            )  # fmt: skip
+            return response
         try:
             response = await self._run(call, caller, request_id, origin, idem_key)
-        except BaseException:
-            await self.idempotency.release(caller.key_id, idem_key)
+        except ImageGateError as exc:
+            with anyio.CancelScope(shield=True):
+                if _may_have_billed(exc):
+                    # Azure may have made (and billed) the image: this answer is final for the key,
+                    # or a retry would buy a second one. A new Idempotency-Key runs again.
+                    ref = await self._remember(render_error(exc, request_id=request_id))
+                    await self.idempotency.complete(
+                        caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
+                    )
+                else:  # nothing was billed: a retry with the same key may run again
+                    await self.idempotency.release(caller.key_id, idem_key)
             raise
-        ref = await self._remember(response)
-        await self.idempotency.complete(
-            caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
-        )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.idempotency.release(caller.key_id, idem_key)
+            raise
+        try:
+            ref = await self._remember(response)
+            await self.idempotency.complete(
+                caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
+            )
+        except ImageGateError as exc:
+            # The images were made: answer with them. Nothing can be replayed, so free the key
+            # rather than leave it claimed (a repeat would wait out the lease, then fail).
+            log.error("could not keep the response for Idempotency-Key replays (%s): %s", request_id, exc)
+            with anyio.CancelScope(shield=True):
+                await self.idempotency.release(caller.key_id, idem_key)
         response.headers["x-imagegate-idempotent-replay"] = "false"
         return response
 
     async def _remember(self, response: Response) -> str:
         body = bytes(response.body)
-        headers = {k: v for k, v in response.headers.items() if k.startswith("x-imagegate-")}
+        headers = {k: v for k, v in response.headers.items() if k.startswith(_REPLAYED_HEADERS)}
+        meta: dict[str, Any] = {"headers": headers}
+        if response.status_code != 200:
+            meta["status"] = response.status_code
         if self.blobs is not None:
             ref = await self.blobs.put(body, "application/json")
-            return orjson.dumps({"blob": ref.digest, "headers": headers}).decode()
+            return orjson.dumps({"blob": ref.digest, **meta}).decode()
         key = hashlib.sha256(body).hexdigest()
         self._replays[key] = body
         while len(self._replays) > REPLAY_MEMORY_ENTRIES:
             self._replays.popitem(last=False)
-        return orjson.dumps({"mem": key, "headers": headers}).decode()
+        return orjson.dumps({"mem": key, **meta}).decode()
 
     async def _replay(self, ref: str) -> Response:
         meta = orjson.loads(ref)
@@ -186,7 +265,9 @@ class ImageService:
         else:
             raise StorageError("the stored response for this Idempotency-Key is no longer available")
         headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}
-        return Response(body, media_type="application/json", headers=headers)
+        return Response(
+            body, status_code=meta.get("status", 200), media_type="application/json", headers=headers
+        )
 
     # ------------------------------------------------------------------ one run
 
@@ -197,10 +278,10 @@ class ImageService:
         return await self.backend.generate(request, request_id=request_id, options=call.options)
 
     async def _guarded(
-        self, caller: Caller, request: ImageRequest
+        self, caller: Caller, call: ParsedCall
     ) -> tuple[Reservation | None, datetime, Decimal]:
         started = self.governance.now()
-        estimate = self.backend.estimate_usd(request)
+        estimate = self.backend.estimate_usd(call.request, call.options, stream=call.stream)
         hold = await self.governance.reserve(caller, estimate)
         return hold, started, estimate
 
@@ -216,17 +297,20 @@ class ImageService:
         idem_key: str | None,
     ) -> None:
         """Settle and record a failure (shielded: a client that hung up must not leave a budget
-        hold behind). A request that was sent may have been billed: its estimate is kept."""
-        billed = estimate if isinstance(exc, UpstreamFailed) else None
+        hold behind). A request that was sent may have been billed: its estimate is kept. So is
+        the estimate of a request abandoned while it ran (the client went away, the gateway shut
+        down): its upstream call may already be generating."""
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit)
+        billed = estimate if cancelled or _may_have_billed(exc) else None
         error = exc if isinstance(exc, ImageGateError) else None
         self._observe_attempts(error.attempts if error is not None else ())
-        status = error.http_status if error else 500
+        status = error.http_status if error else (CLIENT_CLOSED if cancelled else 500)
         with anyio.CancelScope(shield=True):
             await self.governance.settle(hold, billed)
             await self.governance.record(
                 caller=caller, request=request, request_id=request_id, started_at=started, error=error,
                 cost_usd=billed or Decimal(0), cost_exact=billed is None, idempotency_key=idem_key,
-                http_status=status,
+                http_status=status, outcome=CANCELLED if cancelled else None,
             )  # fmt: skip
 
     async def _succeeded(
@@ -239,10 +323,11 @@ class ImageService:
         started: datetime,
         estimate: Decimal,
         idem_key: str | None,
-    ) -> Callable[[], Awaitable[None]]:
+    ) -> Callable[..., Awaitable[None]]:
         """Settle the budget now (the next request must see it); return the ledger/audit write,
         which the caller runs after the response is sent (it is off the latency path, and its
-        failures are logged, never turned into a failed response)."""
+        failures are logged, never turned into a failed response); its keywords override what
+        it records (a response that could not be delivered)."""
         cost = result.cost.usd if result.cost is not None else estimate
         exact = result.cost is not None and not result.cost.estimated
         self._observe_attempts(result.attempts)
@@ -251,8 +336,7 @@ class ImageService:
         self.metrics.observe_cost(model=result.model, deployment=result.deployment, usd=cost)
         # The deferred write must not keep the images alive while the response is being sent.
         slim = replace(result, images=())
-        if isinstance(request, EditRequest):
-            request = replace(request, images=(), mask=None)
+        request = _without_images(request)
         return functools.partial(
             self.governance.record,
             caller=caller, request=request, request_id=request_id, started_at=started, result=slim,
@@ -270,16 +354,23 @@ class ImageService:
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
     ) -> Response:
         request = call.request
-        hold, started, estimate = await self._guarded(caller, request)
+        hold, started, estimate = await self._guarded(caller, call)
         try:
             result = await self._call_backend(call, request_id)
         except BaseException as exc:
             await self._failed(exc, caller, request, request_id, hold, started, estimate, idem_key)
             raise
         record = await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
-        urls = await self._store(result, origin) if call.response_format == "url" else None
-        body = encode_images(result, urls=urls, echo=_echo(request, result))
-        headers = result_headers(result)
+        try:
+            urls = await self._store(result, origin) if call.response_format == "url" else None
+            body = encode_images(result, urls=urls, echo=_echo(request, result))
+            headers = result_headers(result)
+        except BaseException as exc:  # made and billed, but not delivered: recorded as such
+            code = exc.code if isinstance(exc, ImageGateError) else "internal_error"
+            status = exc.http_status if isinstance(exc, ImageGateError) else 500
+            with anyio.CancelScope(shield=True):
+                await record(http_status=status, outcome=Outcome("error", code))
+            raise
         return SlicedResponse(
             body, media_type="application/json", headers=headers, background=BackgroundTask(record)
         )
@@ -299,7 +390,7 @@ class ImageService:
 
     async def _stream(self, call: ParsedCall, caller: Caller, request_id: str) -> Response:
         request = call.request
-        hold, started, estimate = await self._guarded(caller, request)
+        hold, started, estimate = await self._guarded(caller, call)
         items = self.backend.stream(request, request_id=request_id, options=call.options)
         try:
             first = await anext(items)  # failures before the first event keep their HTTP status
@@ -311,6 +402,8 @@ class ImageService:
 
         async def frames() -> AsyncIterator[bytes]:
             item: PartialImage | ImageResult | None = first
+            record: Callable[[], Awaitable[None]] | None = None
+            settled = False
             try:
                 while item is not None:
                     if isinstance(item, PartialImage):
@@ -322,7 +415,8 @@ class ImageService:
                         }
                         yield encode_event(f"{prefix}.partial_image", payload)
                     else:
-                        await self._succeeded(
+                        settled = True
+                        record = await self._succeeded(
                             item, caller, request, request_id, hold, started, estimate, None
                         )
                         for image in item.images:
@@ -332,14 +426,62 @@ class ImageService:
                             yield encode_event(f"{prefix}.completed", payload)
                     item = await anext(items, None)
             except ImageGateError as exc:
+                settled = True
                 await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
                 yield error_event(bytes(render_error(exc, request_id=request_id).body))
             except Exception as exc:
+                settled = True
                 await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
                 yield error_event(bytes(internal_error_response(request_id).body))
                 raise
+            except BaseException as exc:  # cancelled or closed: the client went away mid-stream
+                settled = True
+                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                raise
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if not settled:  # closed at a frame (aclose): the same as a hang-up
+                        await self._failed(
+                            GeneratorExit(), caller, request, request_id, hold, started, estimate, None
+                        )
+                    if record is not None:
+                        await record()
 
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=dict(SSE_HEADERS))
+        return _ClosingStreamingResponse(frames(), media_type="text/event-stream", headers=dict(SSE_HEADERS))
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its frames when the response ends however it ends (a client that hangs up cancels
+    the send), so the stream's own clean-up (settle the budget hold, record the request) runs
+    now, not whenever the garbage collector finalizes the generator."""
+
+    async def stream_response(self, send: Send) -> None:
+        frames = self.body_iterator
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+
+def _may_have_billed(exc: BaseException) -> bool:
+    """Whether a failed request may have been billed upstream: one of its attempts was sent and
+    its outcome is unknown (a read timeout, a malformed 2xx body), as the attempt loop marks them;
+    a 5xx, a 429 or an attempt never sent is not billed. Without attempt records, any failure
+    after sending (``UpstreamFailed``) may have been."""
+    attempts = getattr(exc, "attempts", ())
+    if attempts:
+        return any(attempt.may_be_billed for attempt in attempts)
+    return isinstance(exc, UpstreamFailed)
+
+
+def _without_images(request: ImageRequest) -> ImageRequest:
+    """The request as the ledger and audit log need it: an edit without its uploaded bytes."""
+    if isinstance(request, EditRequest):
+        return replace(request, images=(), mask=None)
+    return request
 
 
 def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from imagegate.errors import ConfigError
+from imagegate.stores.audit import PromptRetention
 from imagegate.stores.writebehind import FLUSH_INTERVAL_S, MAX_BATCH, MAX_BUFFERED
 
 N = TypeVar("N", int, float)
@@ -88,6 +89,8 @@ class ServerSettings:
                                                    (default 500)
     ledger_max_pending  IMAGEGATE_LEDGER_MAX_PENDING  rows per table held while the database is down
                                                    before the oldest are dropped and counted (50000)
+    audit_prompts       IMAGEGATE_AUDIT_PROMPTS    what the audit log keeps of a prompt: ``hash``
+                                                   (default, its SHA-256), ``full`` or ``none``
     ==================  =========================  ==============================================
     """
 
@@ -103,6 +106,7 @@ class ServerSettings:
     ledger_flush_s: float = FLUSH_INTERVAL_S
     ledger_batch_rows: int = MAX_BATCH
     ledger_max_pending: int = MAX_BUFFERED
+    audit_prompts: PromptRetention = PromptRetention.HASH
     limits: ServerLimits = DEFAULT_LIMITS
 
 
@@ -155,6 +159,14 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         f"a whole number from IMAGEGATE_LEDGER_BATCH ({batch}) to 10000000",
         problems,
     )
+    audit_prompts = PromptRetention.HASH
+    raw_prompts = environ.get("IMAGEGATE_AUDIT_PROMPTS")
+    if raw_prompts is not None:
+        try:
+            audit_prompts = PromptRetention(raw_prompts.strip().lower())
+        except ValueError:
+            allowed = ", ".join(p.value for p in PromptRetention)
+            problems.append(f"IMAGEGATE_AUDIT_PROMPTS={raw_prompts!r} is not one of {allowed}")
     secret = environ.get("IMAGEGATE_URL_SECRET")
     if secret is not None and len(secret.encode()) < 16:
         problems.append("IMAGEGATE_URL_SECRET is shorter than 16 bytes; use a long random value")
@@ -175,6 +187,7 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         ledger_flush_s=ledger_flush_s,
         ledger_batch_rows=batch,
         ledger_max_pending=pending,
+        audit_prompts=audit_prompts,
     )
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import secrets
 from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from imagegate.ids import new_hex_id
 from imagegate.ports import AuditEvent
 
 __all__ = ["PromptRetention", "event_to_dict", "event_to_json_line", "new_event_id", "with_prompt"]
@@ -28,7 +28,7 @@ class PromptRetention(enum.StrEnum):
 
 
 def new_event_id() -> str:
-    return "evt_" + secrets.token_hex(12)
+    return "evt_" + new_hex_id(96)
 
 
 def with_prompt(event: AuditEvent, prompt: str | None, retention: PromptRetention) -> AuditEvent:

@@ -15,7 +15,9 @@ from imagegate.ports import BudgetLedger, IdempotencyStore
 
 __all__ = ["DEFAULT_HOLD_MAX_AGE_S", "SweepReport", "sweep"]
 
-DEFAULT_HOLD_MAX_AGE_S = 3600.0  # well past any request deadline (the retry deadline defaults to 900 s)
+# Past any request's deadline (``x-imagegate-deadline-s`` allows 3600 s) plus a margin: releasing a
+# live request's hold would lose its cost, since a settle after a release counts nothing.
+DEFAULT_HOLD_MAX_AGE_S = 3900.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,7 +223,7 @@ class MemoryLedger:
             CostRow(
                 group=g,
                 requests=len(es),
-                images=sum(e.n for e in es),
+                images=sum(e.n for e in es if e.status == "ok"),
                 cost_usd=nanos_to_usd(sum(usd_to_nanos(e.cost_usd) for e in es)),
                 estimated=sum(1 for e in es if not e.cost_exact),
             )

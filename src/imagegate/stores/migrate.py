@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,11 +38,23 @@ def head_revision() -> str:
     return head
 
 
+# Any fixed 64-bit number: the PostgreSQL advisory lock every imagegate process takes to migrate.
+_MIGRATION_LOCK = 0x1A6E_6A7E
+
+
 async def migrate(target: str | AsyncEngine, *, revision: str = "head") -> None:
-    """Upgrade the database at ``target`` (a URL or an engine) to ``revision``."""
+    """Upgrade the database at ``target`` (a URL or an engine) to ``revision``.
+
+    Several processes may start at once (``imagegate serve --workers N``, replicas), each
+    migrating at start-up: one migrates, the others wait for it and then find the database at
+    head. SQLite serialises the transactions itself (``BEGIN IMMEDIATE``); on PostgreSQL, DDL of
+    concurrent transactions collides (duplicate ``pg_type`` rows), so each takes a
+    transaction-scoped advisory lock first."""
     engine = create_engine(target) if isinstance(target, str) else target
     try:
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), revision))
     finally:
         if isinstance(target, str):

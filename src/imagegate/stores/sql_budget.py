@@ -19,7 +19,6 @@ a request that straddles midnight is charged to the window it was admitted in.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -30,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagegate.ids import new_hex_id
 from imagegate.policy.budget import (
     BudgetSpec,
     BudgetWindow,
@@ -51,7 +51,7 @@ _R = budget_reservations.c
 
 
 def new_reservation_id() -> str:
-    return "res_" + secrets.token_hex(12)
+    return "res_" + new_hex_id(96)
 
 
 def insert_ignoring_conflicts(conn: AsyncConnection, table: Any, values: dict[str, Any]) -> Any:

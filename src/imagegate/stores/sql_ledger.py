@@ -1,6 +1,8 @@
 """The cost ledger in SQL: one row per client request and one per upstream attempt.
 
 Summaries group in the database (``GROUP BY``) over integer nano-dollars, so totals are exact.
+Their image counts are of images made: successful rows only (a request row's ``n`` is what was
+asked for; an attempt row's is what that attempt made).
 Request rows carry everything billed for a request; attempt rows carry what each attempt billed
 and where it ran — so per-key/model/day totals read request rows and per-deployment totals read
 attempt rows, and neither counts a cost twice.
@@ -85,7 +87,7 @@ class SqlLedger:
             select(
                 column,
                 func.count(),
-                func.coalesce(func.sum(_L.n), 0),
+                func.coalesce(func.sum(case((_L.status == "ok", _L.n), else_=0)), 0),
                 func.coalesce(func.sum(_L.cost_nanos), 0),
                 func.coalesce(func.sum(case((_L.cost_exact.is_(False), 1), else_=0)), 0),
             )

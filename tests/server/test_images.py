@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -15,11 +17,13 @@ from fastapi import FastAPI
 
 from imagegate.errors import NoDeploymentAvailable, UpstreamFailed
 from imagegate.server.app import build_app
+from imagegate.server.backend import StreamItem
 from imagegate.server.governance import Governance
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.service import ImageService
 from imagegate.server.state import GatewayState
 from imagegate.stores.blobs import LocalBlobStore
+from imagegate.types import GeneratedImage, ImageRequest, PartialImage
 
 from .fakes import PNG, PNG_B64, FakeBackend
 from .images import png
@@ -192,6 +196,96 @@ async def test_stream_sends_partial_then_completed_events(gw: httpx.AsyncClient)
     final = events[-1][1]
     assert final["type"] == "image_generation.completed" and final["b64_json"] == PNG_B64
     assert isinstance(final["usage"], dict)
+
+
+class _PausesAfterFirstPartial(FakeBackend):
+    """Streams one partial image, then waits for ``resume`` before the final image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume = anyio.Event()
+
+    async def stream(
+        self, request: ImageRequest, *, request_id: str, options: object = None
+    ) -> AsyncIterator[StreamItem]:  # type: ignore[override]
+        self.calls.append(request)
+        yield PartialImage(index=0, image=GeneratedImage.from_b64(PNG_B64))
+        await self.resume.wait()
+        yield self._result(request)
+
+
+async def _stream_over_asgi(
+    app: FastAPI, on_first_frame: Callable[[], Awaitable[bool]]
+) -> list[dict[str, Any]]:
+    """Drive a stream as uvicorn does (ASGI spec 2.3). After the first frame ``on_first_frame``
+    runs; it returns whether the client then hangs up (else it waits for the last byte)."""
+    body = orjson.dumps({"prompt": "x", "stream": True, "partial_images": 1})
+    first_frame, hang_up = anyio.Event(), anyio.Event()
+    sent: list[dict[str, Any]] = []
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await hang_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            first_frame.set()
+
+    path = "/v1/images/generations"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, scope, receive, send)
+            await first_frame.wait()
+            if await on_first_frame():
+                hang_up.set()
+    return sent
+
+
+def _in_flight(app: FastAPI) -> float | None:
+    return app.state.gateway.metrics.registry.get_sample_value("imagegate_requests_in_flight")
+
+
+async def test_a_stream_is_in_flight_until_its_last_byte_is_sent() -> None:
+    backend = _PausesAfterFirstPartial()
+    app = make_app(backend)
+    seen: list[float | None] = []
+
+    async def midway() -> bool:
+        seen.append(_in_flight(app))
+        backend.resume.set()  # the final image comes; the client reads to the end
+        return False
+
+    sent = await _stream_over_asgi(app, midway)
+    assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False
+    assert b"image_generation.completed" in b"".join(bytes(m.get("body", b"")) for m in sent[1:])
+    assert seen == [1.0]  # streaming: still in flight after the first frame
+    assert _in_flight(app) == 0.0  # the last byte sent
+
+
+async def test_a_stream_stays_in_flight_until_the_client_leaves() -> None:
+    backend = _PausesAfterFirstPartial()  # never resumed: the upstream is still generating
+    app = make_app(backend)
+    seen: list[float | None] = []
+
+    async def midway() -> bool:
+        seen.append(_in_flight(app))
+        return True  # the client hangs up
+
+    await _stream_over_asgi(app, midway)
+    assert seen == [1.0]
+    assert _in_flight(app) == 0.0
 
 
 async def test_stream_with_idempotency_key_is_refused_before_anything_runs(

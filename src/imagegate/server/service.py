@@ -27,7 +27,7 @@ import anyio
 import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from imagegate.errors import (
     BudgetExceeded,
@@ -91,15 +91,18 @@ class ImageService:
         state: dict[str, Any],
     ) -> Response:
         self.metrics.in_flight.inc()
+        response: Response | None = None
         try:
-            return await self._handle(
+            response = await self._handle(
                 call, headers=headers, request_id=request_id, origin=origin, state=state
             )
+            return response
         except BudgetExceeded:
             self.metrics.rate_limited.labels("budget").inc()
             raise
         finally:
-            self.metrics.in_flight.dec()
+            if not isinstance(response, _ClosingStreamingResponse):  # a stream ends when it is sent
+                self.metrics.in_flight.dec()
 
     async def _handle(
         self,
@@ -447,13 +450,30 @@ class ImageService:
                     if record is not None:
                         await record()
 
-        return _ClosingStreamingResponse(frames(), media_type="text/event-stream", headers=dict(SSE_HEADERS))
+        return _ClosingStreamingResponse(
+            frames(),
+            media_type="text/event-stream",
+            headers=dict(SSE_HEADERS),
+            on_end=self.metrics.in_flight.dec,
+        )
 
 
 class _ClosingStreamingResponse(StreamingResponse):
     """Closes its frames when the response ends however it ends (a client that hangs up cancels
     the send), so the stream's own clean-up (settle the budget hold, record the request) runs
-    now, not whenever the garbage collector finalizes the generator."""
+    now, not whenever the garbage collector finalizes the generator. Then calls ``on_end``: the
+    request is in flight until its last byte is sent or its client left, not only until the
+    response object was made (``ImageService.handle`` leaves that count to it)."""
+
+    def __init__(self, *args: Any, on_end: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_end()
 
     async def stream_response(self, send: Send) -> None:
         frames = self.body_iterator

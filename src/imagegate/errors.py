@@ -331,8 +331,16 @@ class DeadlineExceeded(ImageGateError):
 
 
 class StorageError(ImageGateError):
+    """A store (database, Redis) failed. ``message`` is what a client may read; ``detail`` says
+    for operators' logs where and why (a URL without its password, the driver's one-line error);
+    it is never rendered to clients."""
+
     code = "storage_error"
     http_status = 503
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class ConfigError(ImageGateError):

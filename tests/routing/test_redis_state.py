@@ -33,7 +33,13 @@ from imagegate.policy.health import HealthState, ProbeResult
 from imagegate.policy.latency import LatencyEstimate
 from imagegate.policy.quota import QuotaState
 from imagegate.routing import Scheduler
-from imagegate.routing.redis_state import CODEC_VERSION, RedisStateStore, decode_state, encode_state
+from imagegate.routing.redis_state import (
+    CODEC_VERSION,
+    RedisStateStore,
+    decode_state,
+    encode_state,
+    redacted_url,
+)
 from imagegate.routing.state import DeploymentState, InMemoryStateStore, StateStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -285,6 +291,14 @@ async def test_endless_contention_gives_up_with_storage_error(prefix: str) -> No
         other.close()
         await store.aclose()
     assert calls == 3
+
+
+def test_a_redis_url_in_logs_never_shows_its_password() -> None:
+    assert redacted_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redacted_url("rediss://user:p%40ss@h:6380/2?ssl_cert_reqs=none") == "rediss://user:***@h:6380/2"
+    assert redacted_url("redis://maybe-a-password@h/0") == "redis://***@h/0"
+    assert redacted_url("redis://h:6379") == "redis://h:6379"
+    assert redacted_url("unix://:pw@/run/redis.sock?db=1") == "unix://:***@/run/redis.sock"
 
 
 async def test_unavailable_redis_is_a_storage_error() -> None:

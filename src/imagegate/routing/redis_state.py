@@ -49,6 +49,7 @@ import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from redis.asyncio import Redis
@@ -61,7 +62,7 @@ from imagegate.policy.latency import LatencyEstimate
 from imagegate.policy.quota import QuotaState
 from imagegate.routing.state import DeploymentState
 
-__all__ = ["CODEC_VERSION", "RedisStateStore", "decode_state", "encode_state"]
+__all__ = ["CODEC_VERSION", "RedisStateStore", "decode_state", "encode_state", "redacted_url"]
 
 T = TypeVar("T")
 CODEC_VERSION = 2  # 2: QuotaState.in_flight (a count) became leases [[id, expires_at], ...]
@@ -251,6 +252,7 @@ class RedisStateStore:
         prefix: str = DEFAULT_PREFIX,
         ttl_s: float = DEFAULT_TTL_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        where: str = "Redis",
     ) -> None:
         if not prefix:
             raise ValueError("prefix must be a non-empty string")
@@ -261,10 +263,11 @@ class RedisStateStore:
         self._ttl_ms = max(1, math.ceil(ttl_s * 1000))
         self._max_retries = max_retries
         self._locks: dict[str, asyncio.Lock] = {}
+        self._where = where  # for operators' logs: never the password
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStateStore:
-        return cls(Redis.from_url(url), **kwargs)
+        return cls(Redis.from_url(url), where=f"Redis at {redacted_url(url)}", **kwargs)
 
     def __repr__(self) -> str:  # the client's URL may carry a password
         return f"RedisStateStore(prefix={self._prefix!r})"
@@ -280,7 +283,7 @@ class RedisStateStore:
         try:
             raw = await self._redis.get(key)
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from exc
+            raise self._unavailable(exc) from exc
         return decode_state(raw, key=key)
 
     async def update(self, name: str, fn: Callable[[DeploymentState], tuple[T, DeploymentState]]) -> T:
@@ -305,14 +308,27 @@ class RedisStateStore:
                     finally:
                         await pipe.reset()  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
-            raise _unavailable(exc) from exc
+            raise self._unavailable(exc) from exc
         raise StorageError(
             f"routing state {key}: {self._max_retries} optimistic updates in a row lost to concurrent "
             "writers; too much contention on one deployment's state, retry later"
         )
 
+    def _unavailable(self, exc: BaseException) -> StorageError:
+        lines = str(exc).strip().splitlines()
+        said = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+        return StorageError(
+            f"Redis (routing state) is unavailable or refused the operation ({type(exc).__name__})",
+            detail=f"{self._where} (routing state): {said}",
+        )
 
-def _unavailable(exc: BaseException) -> StorageError:
-    return StorageError(
-        f"Redis (routing state) is unavailable or refused the operation ({type(exc).__name__})"
-    )
+
+def redacted_url(url: str) -> str:
+    """A Redis URL as logs may show it: the password (and a user name given alone, which may be
+    one) replaced by ``***``, the query dropped."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        host = f"{user}:***@{host}" if colon else f"***@{host}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

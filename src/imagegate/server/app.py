@@ -37,6 +37,7 @@ from imagegate.policy.keys import DEFAULT_PEPPER
 from imagegate.ports import AuditLog, BlobStore, BudgetLedger, IdempotencyStore, KeyStore, Ledger, RateLimiter
 from imagegate.server.deployments import run_gateway_prober, run_gauge_refresher, status_source
 from imagegate.server.errors import install_error_handlers
+from imagegate.server.failure_log import FailureLog
 from imagegate.server.gc_tuning import tune_collector
 from imagegate.server.governance import Governance
 from imagegate.server.heap import keep_large_blocks
@@ -238,9 +239,11 @@ def create_app(
             # Holds left by a process that died before settling, expired idempotency keys: at
             # start-up, then every few minutes. A hold is stale only once it is older than any
             # request can run (the idempotency lease), so a live request is never released.
-            await _sweep_once(governance, service)
+            sweeps = FailureLog(log, "the housekeeping sweep", retry_every_s=SWEEP_INTERVAL_S)
+            await _sweep_once(governance, service, sweeps)
             # (on real time: a test's injected sleep drives the prober's ticks, which it counts)
-            tasks.add(asyncio.create_task(_sweep_forever(governance, service), name="imagegate-sweeper"))
+            sweeper = _sweep_forever(governance, service, sweeps)
+            tasks.add(asyncio.create_task(sweeper, name="imagegate-sweeper"))
             try:
                 yield
             finally:
@@ -310,7 +313,7 @@ async def _stop(tasks: set[asyncio.Task[None]]) -> None:
 SWEEP_INTERVAL_S = 300.0
 
 
-async def _sweep_once(governance: Governance, service: ImageService) -> None:
+async def _sweep_once(governance: Governance, service: ImageService, failures: FailureLog) -> None:
     if governance.budgets is None or service.idempotency is None:
         return
     try:
@@ -321,18 +324,19 @@ async def _sweep_once(governance: Governance, service: ImageService) -> None:
             hold_max_age_s=service.idempotency_lease_s,
         )
     except Exception as exc:  # the database may be down for now: the next round tries again
-        log.warning("imagegate: housekeeping sweep failed: %s", exc)
+        failures.failed(exc)
         return
+    failures.succeeded()
     if report.released_holds:
         log.warning(
             "imagegate: released %d budget hold(s) left by requests that never settled", report.released_holds
         )
 
 
-async def _sweep_forever(governance: Governance, service: ImageService) -> None:
+async def _sweep_forever(governance: Governance, service: ImageService, failures: FailureLog) -> None:
     while True:
         await anyio.sleep(SWEEP_INTERVAL_S)
-        await _sweep_once(governance, service)
+        await _sweep_once(governance, service, failures)
 
 
 async def _open_sql(settings: ServerSettings, governance: Governance, service: ImageService) -> SqlStores:

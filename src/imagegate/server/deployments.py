@@ -3,9 +3,9 @@ the per-deployment gauges refreshed at each ``/metrics`` scrape, and the active 
 
 Everything is read from the library's public face (``AsyncImageGate.status()`` and
 ``scheduler.queued()``) at the moment it is asked for, so there is no background polling and
-nothing goes stale between scrapes. The prober is ``routing.prober.run_prober`` fed with the
-upstream client's no-cost probe (a deliberately invalid request, refused before any image is
-made); this module only adapts its answer and supervises the task.
+nothing goes stale between scrapes. The prober runs ``routing.prober.probe_due`` every tick
+with the upstream client's no-cost probe (a deliberately invalid request, refused before any
+image is made); this module only adapts its answer and supervises the task.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagegate.api import AsyncImageGate
-from imagegate.errors import ImageGateError
-from imagegate.routing.prober import ProbeAnswer, run_prober
+from imagegate.routing.prober import ProbeAnswer, probe_due
 from imagegate.routing.scheduler import DeploymentView
+from imagegate.server.failure_log import FailureLog
 from imagegate.server.metrics import GAUGE_REFRESH_S, GatewayMetrics
 
 __all__ = [
@@ -122,17 +122,20 @@ def gate_probe(gate: AsyncImageGate) -> Callable[[str], Awaitable[ProbeAnswer]]:
 
 
 async def run_gateway_prober(gate: AsyncImageGate, *, tick_s: float, sleep: Sleep) -> None:
-    """Probe what is due every ``tick_s`` until cancelled. An unexpected error (a state store
-    that is down, say) is logged and the loop carries on after a tick; it never ends the task."""
+    """``run_prober``'s loop: probe what is due every ``tick_s`` until cancelled. A failing pass
+    (a state store that is down, say) is reported by a :class:`FailureLog` (one WARNING line per
+    kind of failure) and the loop carries on after a tick; it never ends the task."""
     probe = gate_probe(gate)
+    failures = FailureLog(log, "active probing", retry_every_s=tick_s)
     while True:
         try:
-            await run_prober(gate.scheduler, probe, sleep=sleep, tick_s=tick_s)
+            await probe_due(gate.scheduler, probe)
+            failures.succeeded()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("imagegate: active probing failed; retrying in %.0fs", tick_s)
-            await sleep(tick_s)
+        except Exception as exc:
+            failures.failed(exc)
+        await sleep(tick_s)
 
 
 async def run_gauge_refresher(
@@ -144,16 +147,17 @@ async def run_gauge_refresher(
 ) -> None:
     """With several worker processes a scrape is answered by one of them from every worker's
     metric files, so each worker writes what only it knows (its routing view, its queue, its
-    ledger backlog) every ``tick_s`` until cancelled. A failing read is logged and retried."""
+    ledger backlog) every ``tick_s`` until cancelled. A failing read (routing state in a Redis
+    that is down: ``/readyz`` says so too) is reported by a :class:`FailureLog` and retried."""
+    failures = FailureLog(log, "refreshing the metric gauges", retry_every_s=tick_s)
     while True:
         try:
             if status is not None:
                 refresh_gauges(metrics, await status())
             metrics.refresh_process_gauges()
+            failures.succeeded()
         except asyncio.CancelledError:
             raise
-        except ImageGateError as exc:  # routing state unreadable (Redis down): /readyz says so too
-            log.warning("imagegate: metric gauges not refreshed (%s); retrying in %.0fs", exc.message, tick_s)
-        except Exception:
-            log.exception("imagegate: refreshing the metric gauges failed; retrying in %.0fs", tick_s)
+        except Exception as exc:
+            failures.failed(exc)
         await sleep(tick_s)

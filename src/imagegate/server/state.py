@@ -6,12 +6,14 @@ so many apps (tests, several configs) live side by side in one process.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from imagegate.server.failure_log import FailureLog
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.settings import DEFAULT_LIMITS, ServerLimits
 
@@ -43,6 +45,11 @@ class GatewayState:
     images: ImageService | None = None
     admin_key: str | None = field(default=None, repr=False)
     deployment_status: StatusSource | None = None  # routing's view per deployment (admin, metrics)
+    scrape_failures: FailureLog = field(
+        default_factory=lambda: FailureLog(
+            logging.getLogger("imagegate.server"), "reading routing state for /metrics (deployment gauges)"
+        )
+    )
 
 
 def gateway_state(request: Request) -> GatewayState:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -17,7 +15,6 @@ from imagegate.server.state import gateway_state
 __all__ = ["router"]
 
 router = APIRouter()
-log = logging.getLogger("imagegate.server")
 
 
 def _json(payload: object, status: int = 200) -> Response:
@@ -68,8 +65,9 @@ async def metrics(request: Request) -> Response:
         # per-deployment gauges are read from routing now, at scrape time (no polling task)
         try:
             refresh_gauges(state.metrics, await state.deployment_status())
-        except Exception:  # a scrape still shows the counters when routing state is unreadable
-            log.exception("imagegate: routing status unavailable; deployment gauges not refreshed")
+            state.scrape_failures.succeeded()
+        except Exception as exc:  # a scrape still shows the counters when routing state is unreadable
+            state.scrape_failures.failed(exc)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

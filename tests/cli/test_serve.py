@@ -7,6 +7,7 @@ uvicorn is replaced by a recorder: these tests check what happens before it woul
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ def environ_restored() -> Iterator[None]:
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        calls.append({**kwargs, "environ": dict(os.environ)})  # what the workers would inherit
+
+    monkeypatch.setattr(uvicorn, "run", run)
     return calls
 
 
@@ -106,4 +111,33 @@ def test_a_bad_database_url_is_a_configuration_error(tmp_path: Path, started: li
     result = _serve(tmp_path, IMAGEGATE_DATABASE_URL="mysql://u:pw@host/db")
     assert result.exit_code == 2, result.output
     assert "unsupported driver" in result.stderr and "pw@" not in result.output
+    assert started == []
+
+
+def test_the_graceful_shutdown_timeout_reaches_uvicorn_with_the_ledger_drain_inside_it(
+    tmp_path: Path, started: list[dict[str, Any]]
+) -> None:
+    """Kubernetes kills the pod after its grace period (30 s by default): a shutdown must end
+    before. uvicorn waits for requests still running for most of the time, then cancels them;
+    the rest is the app's, to record those and write the ledger's queue (IMAGEGATE_LEDGER_DRAIN_S,
+    which the workers read)."""
+    assert _serve(tmp_path).exit_code == 0
+    assert _serve(tmp_path, "--timeout-graceful-shutdown", "10").exit_code == 0
+    assert _serve(tmp_path, "--timeout-graceful-shutdown", "90").exit_code == 0
+    shares = [
+        (call["timeout_graceful_shutdown"], call["environ"]["IMAGEGATE_LEDGER_DRAIN_S"]) for call in started
+    ]
+    assert shares == [(20.0, "5"), (8.0, "2"), (85.0, "5")]  # 25 s by default; a fifth, at most 5 s
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "3601", "soon"])
+def test_a_bad_graceful_shutdown_timeout_names_the_option_with_exit_2(
+    tmp_path: Path, started: list[dict[str, Any]], value: str
+) -> None:
+    result = _serve(tmp_path, "--timeout-graceful-shutdown", value)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    said = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # typer's box, unwrapped
+    assert f"--timeout-graceful-shutdown: '{value}' is not allowed" in said
+    assert "a number of seconds above 0, at most 3600" in said
     assert started == []

@@ -8,14 +8,17 @@ file finds N request rows and N audit events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from imagegate.config_load import load
 from imagegate.emulator import create_emulator_app
-from imagegate.ports import EntryKind
+from imagegate.ports import EntryKind, KeyScope
 from imagegate.server.app import create_app
 from imagegate.server.settings import ServerSettings
 from imagegate.stores.sql import open_sql_stores
@@ -110,3 +113,78 @@ async def test_flush_interval_and_batch_size_come_from_the_settings(tmp_path: Pa
                     await asyncio.sleep(0.02)
                 assert seen == expect_before, (batch, seen)
         assert await _requests_seen_by_another_connection(url) == 4  # drained at shutdown
+
+
+class _SettlesOnceShutdownBegan:
+    """The SQL budget ledger, whose ``settle`` waits until the lifespan shutdown has begun (its
+    background tasks are stopped): a cancelled request's clean-up that is still running then."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def settle(self, *args: Any, **kwargs: Any) -> Any:
+        sweeper = {t for t in asyncio.all_tasks() if t.get_name() == "imagegate-sweeper"}
+        if sweeper:
+            await asyncio.wait(sweeper)  # cancelled by the lifespan shutdown
+        return await self._inner.settle(*args, **kwargs)
+
+
+async def test_a_request_the_graceful_shutdown_cancels_is_in_the_ledger(tmp_path: Path) -> None:
+    """uvicorn's graceful shutdown: when its timeout is over it cancels the requests still running
+    and at once runs the app's lifespan shutdown, which drains and closes the write-behind. A
+    cancelled request settles its budget hold and records itself (499, its estimate kept: the
+    upstream was generating) only after that; before, its rows reached a closed queue and were
+    lost ("the ledger write-behind is closed"), for exactly the requests a shutdown cut off."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
+    now = dt.datetime.now(dt.UTC)
+    stores = await open_sql_stores(url)
+    try:
+        new = await stores.keys.create("team", KeyScope(budget_usd=Decimal("1")), now)
+    finally:
+        await stores.aclose()
+    reached = asyncio.Event()
+
+    async def upstream_generating(request: httpx.Request) -> httpx.Response:
+        reached.set()
+        await asyncio.Event().wait()  # never answers before the shutdown
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(upstream_generating), base_url=ENDPOINT) as up:
+        app = create_app(
+            load(None, {}, today=dt.date(2026, 11, 24)),
+            http_client=up,
+            settings=ServerSettings(
+                data_dir=tmp_path, database_url=url, url_secret=b"ledger-tests-secret-16", probe_tick_s=0
+            ),
+            open_access=False,
+        )
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        governance = app.state.gateway.images.governance
+        governance.budgets = _SettlesOnceShutdownBegan(governance.budgets)
+        gw = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+        body = {"prompt": "a fox", "quality": "low"}
+        request = asyncio.create_task(
+            gw.post("/v1/images/generations", json=body, headers={"api-key": new.plaintext})
+        )
+        await asyncio.wait_for(reached.wait(), timeout=30)
+        request.cancel()  # "Cancel 1 running task(s), timeout graceful shutdown exceeded"
+        await lifespan.__aexit__(None, None, None)  # then at once the lifespan shutdown
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        await gw.aclose()
+    stores = await open_sql_stores(url, run_migrations=False)
+    try:
+        rows = [e for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST]
+        events = [e async for e in stores.audit.export()]
+        budget = new.record.budget()
+        assert budget is not None
+        usage = await stores.budgets.usage(budget, now)
+    finally:
+        await stores.aclose()
+    assert [(e.status, e.http_status, e.key_id) for e in rows] == [("cancelled", 499, new.record.id)]
+    assert [(e.action, e.outcome) for e in events] == [("image.generate", "cancelled")]
+    assert usage.reserved_usd == 0 and usage.spent_usd == rows[0].cost_usd > 0

@@ -27,6 +27,11 @@ def test_write_behind_defaults_and_overrides() -> None:
     assert (tuned.ledger_flush_s, tuned.ledger_batch_rows, tuned.ledger_max_pending) == (0.5, 50, 50)
 
 
+def test_the_shutdown_drain_comes_from_serve() -> None:
+    assert settings_from_environ({}).ledger_drain_s == 5.0
+    assert settings_from_environ({"IMAGEGATE_LEDGER_DRAIN_S": "0.2"}).ledger_drain_s == 0.2
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
@@ -46,6 +51,10 @@ def test_write_behind_defaults_and_overrides() -> None:
             "IMAGEGATE_LEDGER_MAX_PENDING='10' is not a whole number from IMAGEGATE_LEDGER_BATCH (100)",
         ),
         ({"IMAGEGATE_URL_TTL_S": "-5"}, "IMAGEGATE_URL_TTL_S='-5' is not a positive number of seconds"),
+        (
+            {"IMAGEGATE_LEDGER_DRAIN_S": "0"},
+            "IMAGEGATE_LEDGER_DRAIN_S='0' is not a number of seconds above 0",
+        ),
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(environ: dict[str, str], message: str) -> None:

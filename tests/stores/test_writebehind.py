@@ -277,6 +277,22 @@ async def test_close_retries_a_failing_store_until_the_drain_timeout() -> None:
     assert dropped_rows(metrics, "shutdown") == 3
 
 
+async def test_close_within_what_is_left_of_a_shutdown() -> None:
+    """``aclose(timeout_s=...)``: the drain fits in what a graceful shutdown has left, however
+    long ``drain_timeout_s`` is; the first write is tried even with no time left."""
+    time = FakeTime(auto=True)
+    writer, ledger, _ = make(time, retry_initial_s=1.0, retry_max_s=4.0, drain_timeout_s=600.0)
+    writer.submit(entries_of("r1"))
+    ledger.fail = 1_000
+    start = time.now
+    await writer.aclose(timeout_s=3.0)
+    assert writer.pending == 0 and time.now - start <= 3.0  # fake time: given up within 3 s
+    writer2, ledger2, _ = make(time)
+    writer2.submit(entries_of("r2"))
+    await writer2.aclose(timeout_s=0.0)
+    assert ledger2.batches == [3]
+
+
 async def test_close_cuts_a_backoff_short() -> None:
     time = FakeTime()
     writer, ledger, _ = make(time, retry_initial_s=5.0)

@@ -7,6 +7,7 @@ worker process, at start-up).
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tempfile
@@ -29,6 +30,14 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes (share keys/ledger via the DB)."),
     log_level: str = typer.Option("info", help="uvicorn/imagegate log level."),
+    timeout_graceful_shutdown: str = typer.Option(
+        "25",
+        "--timeout-graceful-shutdown",
+        metavar="SECONDS",
+        help="Longest a graceful shutdown (SIGTERM) takes: requests still running are then "
+        "cancelled and recorded, and the ledger is written. Keep it under your grace period "
+        "(Kubernetes: 30 s by default).",
+    ),
 ) -> None:
     """Run the OpenAI- and Azure-compatible image gateway."""
     import anyio
@@ -36,7 +45,11 @@ def serve(
 
     from imagegate.server.logconfig import uvicorn_log_config
     from imagegate.server.preflight import preflight
+    from imagegate.server.settings import MAX_GRACEFUL_SHUTDOWN_S, shutdown_shares
 
+    # uvicorn waits for requests still running for most of it, then cancels them; the rest is
+    # for the app's shutdown to record those and write the ledger's queue (server.settings).
+    requests_s, drain_s = shutdown_shares(_seconds(timeout_graceful_shutdown, MAX_GRACEFUL_SHUTDOWN_S))
     if config is not None:
         if not config.is_file():
             raise typer.BadParameter(f"{config} is not a file", param_hint="--config")
@@ -50,6 +63,7 @@ def serve(
     os.environ.setdefault("IMAGEGATE_URL_SECRET", secrets.token_urlsafe(32))
     os.environ["IMAGEGATE_BIND_HOST"] = host
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
+    os.environ["IMAGEGATE_LEDGER_DRAIN_S"] = f"{drain_s:g}"
     typer.echo(_banner(host, port))
     with _metrics_shared_by(workers):
         uvicorn.run(
@@ -62,7 +76,22 @@ def serve(
             log_config=uvicorn_log_config(log_level),  # uvicorn's lines are JSON too
             access_log=False,  # the gateway writes its own structured access log
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=requests_s,  # type: ignore[arg-type]  # (typed int, takes a float)
         )
+
+
+def _seconds(raw: str, most: float) -> float:
+    """``--timeout-graceful-shutdown``: a number of seconds above 0, at most ``most``."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= most:  # also refuses nan
+        raise typer.BadParameter(
+            f"{raw!r} is not allowed: a number of seconds above 0, at most {most:g}",
+            param_hint="--timeout-graceful-shutdown",
+        )
+    return value
 
 
 @contextmanager

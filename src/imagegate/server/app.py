@@ -250,8 +250,7 @@ def create_app(
                 await _stop(tasks)
         finally:
             metrics.forget_this_process()
-            if writer is not None:
-                await writer.aclose()  # every queued row reaches the database before it closes
+            await _drain(service, writer, settings.ledger_drain_s)
             await gate.aclose()
             if isinstance(limiter, KeyRateLimiter):
                 await limiter.aclose()
@@ -308,6 +307,19 @@ async def _stop(tasks: set[asyncio.Task[None]]) -> None:
         # wait() (not ``await task``) so a task's own CancelledError is not mistaken for, or
         # swallowed as, a cancellation of the shutdown itself
         await asyncio.wait(tasks)
+
+
+async def _drain(service: ImageService, writer: WriteBehind | None, drain_s: float) -> None:
+    """The ledger's part of a shutdown, within ``drain_s``. uvicorn runs the lifespan shutdown at
+    once after cancelling the requests its graceful shutdown no longer waits for: they are still
+    settling their holds and recording themselves, and their rows must be queued before the
+    write-behind closes; then every queued row is written (``serve --timeout-graceful-shutdown``)."""
+    drain_by = time.monotonic() + drain_s
+    running = await service.wait_idle(drain_s)
+    if running:
+        log.warning("imagegate: %d image request(s) still running at shutdown may be unrecorded", running)
+    if writer is not None:  # every queued row reaches the database before it closes
+        await writer.aclose(timeout_s=max(0.0, drain_by - time.monotonic()))
 
 
 SWEEP_INTERVAL_S = 300.0

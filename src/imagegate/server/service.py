@@ -78,6 +78,8 @@ class ImageService:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     _replays: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    _running: int = field(default=0, init=False)  # image requests not finished (streams: not sent)
+    _idle: anyio.Event | None = field(default=None, init=False)
 
     # ------------------------------------------------------------------ entry point
 
@@ -90,7 +92,7 @@ class ImageService:
         origin: str,
         state: dict[str, Any],
     ) -> Response:
-        self.metrics.in_flight.inc()
+        self._begin()
         response: Response | None = None
         try:
             response = await self._handle(
@@ -102,7 +104,27 @@ class ImageService:
             raise
         finally:
             if not isinstance(response, _ClosingStreamingResponse):  # a stream ends when it is sent
-                self.metrics.in_flight.dec()
+                self._end()
+
+    def _begin(self) -> None:
+        self.metrics.in_flight.inc()
+        self._running += 1
+
+    def _end(self) -> None:
+        self.metrics.in_flight.dec()
+        self._running -= 1
+        if not self._running and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` until no image request runs; how many still do. At shutdown,
+        requests the server cancelled are still settling their holds and recording themselves:
+        their rows must be queued before the ledger's write-behind closes."""
+        with anyio.move_on_after(timeout_s):
+            while self._running:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+        return self._running
 
     async def _handle(
         self,
@@ -454,7 +476,7 @@ class ImageService:
             frames(),
             media_type="text/event-stream",
             headers=dict(SSE_HEADERS),
-            on_end=self.metrics.in_flight.dec,
+            on_end=self._end,
         )
 
 

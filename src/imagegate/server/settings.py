@@ -19,11 +19,14 @@ from imagegate.stores.writebehind import FLUSH_INTERVAL_S, MAX_BATCH, MAX_BUFFER
 N = TypeVar("N", int, float)
 
 __all__ = [
+    "DEFAULT_GRACEFUL_SHUTDOWN_S",
     "DEFAULT_LIMITS",
     "DEFAULT_PROBE_TICK_S",
+    "MAX_GRACEFUL_SHUTDOWN_S",
     "ServerLimits",
     "ServerSettings",
     "settings_from_environ",
+    "shutdown_shares",
     "turned_off",
 ]
 
@@ -60,6 +63,23 @@ class ServerLimits:
 
 DEFAULT_LIMITS = ServerLimits()
 
+# A graceful shutdown (``imagegate serve --timeout-graceful-shutdown``) takes at most this long
+# in all, to fit Kubernetes' default grace period of 30 s (SIGTERM, then SIGKILL) with 5 s to
+# spare. Most of it is uvicorn's wait for requests still running; the rest (a fifth, at most
+# LEDGER_DRAIN_S) is for what follows: the requests uvicorn then cancels settle their holds and
+# record themselves, and the write-behind writes every queued ledger/audit row.
+DEFAULT_GRACEFUL_SHUTDOWN_S = 25.0
+MAX_GRACEFUL_SHUTDOWN_S = 3600.0  # the longest deadline a request may ask for
+LEDGER_DRAIN_S = 5.0
+
+
+def shutdown_shares(total_s: float) -> tuple[float, float]:
+    """How a graceful shutdown of ``total_s`` is spent: (the seconds uvicorn waits for requests
+    still running, the seconds left for recording the cancelled ones and draining the ledger)."""
+    drain_s = min(LEDGER_DRAIN_S, total_s / 5)
+    return total_s - drain_s, drain_s
+
+
 # The prober's tick: how often it asks which deployments are due. When each one is due comes from
 # the health policy (``policy.health.HealthConfig``: every 60 s when idle, every 10 s while its
 # breaker is open), so a tick of 10 s keeps an open breaker's probes on time.
@@ -91,6 +111,10 @@ class ServerSettings:
                                                    before the oldest are dropped and counted (50000)
     audit_prompts       IMAGEGATE_AUDIT_PROMPTS    what the audit log keeps of a prompt: ``hash``
                                                    (default, its SHA-256), ``full`` or ``none``
+    ledger_drain_s      IMAGEGATE_LEDGER_DRAIN_S   the longest a shutdown spends, once requests are
+                                                   done or cancelled, recording them and writing
+                                                   queued rows (default 5; ``serve`` sets it from
+                                                   ``--timeout-graceful-shutdown``)
     ==================  =========================  ==============================================
     """
 
@@ -107,6 +131,7 @@ class ServerSettings:
     ledger_batch_rows: int = MAX_BATCH
     ledger_max_pending: int = MAX_BUFFERED
     audit_prompts: PromptRetention = PromptRetention.HASH
+    ledger_drain_s: float = LEDGER_DRAIN_S
     limits: ServerLimits = DEFAULT_LIMITS
 
 
@@ -159,6 +184,15 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         f"a whole number from IMAGEGATE_LEDGER_BATCH ({batch}) to 10000000",
         problems,
     )
+    drain_s = _number(
+        environ,
+        "IMAGEGATE_LEDGER_DRAIN_S",
+        LEDGER_DRAIN_S,
+        float,
+        lambda v: 0 < v <= MAX_GRACEFUL_SHUTDOWN_S,
+        f"a number of seconds above 0, at most {MAX_GRACEFUL_SHUTDOWN_S:g}",
+        problems,
+    )
     audit_prompts = PromptRetention.HASH
     raw_prompts = environ.get("IMAGEGATE_AUDIT_PROMPTS")
     if raw_prompts is not None:
@@ -188,6 +222,7 @@ def settings_from_environ(environ: Mapping[str, str]) -> ServerSettings:
         ledger_batch_rows=batch,
         ledger_max_pending=pending,
         audit_prompts=audit_prompts,
+        ledger_drain_s=drain_s,
     )
 
 

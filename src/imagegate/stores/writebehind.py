@@ -211,11 +211,14 @@ class WriteBehind:
                 lane.put_back(batch)
                 raise
 
-    async def aclose(self) -> None:
-        """Stop taking rows and write every queued one (retrying up to ``drain_timeout_s``)."""
+    async def aclose(self, *, timeout_s: float | None = None) -> None:
+        """Stop taking rows and write every queued one, retrying a failing write for up to
+        ``timeout_s`` (default ``drain_timeout_s``; what is left of a shutdown's time). The
+        first write is always tried."""
         if not self._closing:
             self._closing = True
-            self._drain_deadline = self._clock() + self._drain_timeout_s
+            drain_s = self._drain_timeout_s if timeout_s is None else timeout_s
+            self._drain_deadline = self._clock() + drain_s
             self._wake.set()
             self._due.set()
             self._closed.set()

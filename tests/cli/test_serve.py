@@ -1,13 +1,15 @@
 """``imagegate serve`` before uvicorn starts: every start-up problem is one clear message and exit
 code 2 (1 when a service is down), never a traceback, and the server is not started.
 
-uvicorn is replaced by a recorder: these tests check what happens before it would run.
+uvicorn is replaced by a recorder of its configuration, and the port is not bound: these tests
+check what happens before it would run (``tests/e2e/test_serve_listening.py`` runs it).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from imagegate.cli import listen
 from imagegate.cli.main import app
 
 OPEN_MODE_ENV = {"AZURE_OPENAI_ENDPOINT": "", "IMAGEGATE_CONFIG": "", "IMAGEGATE_ADMIN_KEY": ""}
@@ -32,12 +35,15 @@ def environ_restored() -> Iterator[None]:
 
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What uvicorn would have been given: its ``Config`` (as a dict), the environment the workers
+    would inherit and the banner."""
     calls: list[dict[str, Any]] = []
 
-    def run(*args: Any, **kwargs: Any) -> None:
-        calls.append({**kwargs, "environ": dict(os.environ)})  # what the workers would inherit
+    def run(config: uvicorn.Config, sock: socket.socket, banner: str) -> None:
+        calls.append({**vars(config), "environ": dict(os.environ), "banner": banner})
 
-    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(listen, "bind_socket", lambda host, port: socket.socket())  # never bound
+    monkeypatch.setattr(listen, "run_announced", run)
     return calls
 
 
@@ -80,7 +86,8 @@ def test_a_public_address_with_an_admin_key_starts(tmp_path: Path, started: list
     [call] = started
     assert call["log_config"]["formatters"]["default"]["()"].endswith("logconfig.JsonFormatter")
     assert call["access_log"] is False  # the gateway's own access lines, not uvicorn's
-    assert "imagegate gateway on http://0.0.0.0:45999" in result.stdout
+    assert call["banner"].startswith("imagegate gateway on http://0.0.0.0:45999\n")
+    assert "imagegate gateway on" not in result.stdout  # printed once it listens, not before
     assert (tmp_path / "data" / "imagegate.db").exists()  # migrated once, before any worker
 
 
@@ -141,3 +148,36 @@ def test_a_bad_graceful_shutdown_timeout_names_the_option_with_exit_2(
     assert f"--timeout-graceful-shutdown: '{value}' is not allowed" in said
     assert "a number of seconds above 0, at most 3600" in said
     assert started == []
+
+
+def test_a_port_in_use_is_one_line_and_exit_1_without_a_banner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[object] = []
+    monkeypatch.setattr(listen, "run_announced", lambda *args: ran.append(args))
+    environ = {**OPEN_MODE_ENV, "IMAGEGATE_DATA_DIR": str(tmp_path / "data")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--port", str(port)], env=environ)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    [line] = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert "--port" in line
+    assert "imagegate gateway on" not in result.stdout
+    assert ran == []  # uvicorn never started
+
+
+def test_a_host_that_is_not_an_address_names_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listen, "run_announced", lambda *args: None)
+    environ = {**OPEN_MODE_ENV, "IMAGEGATE_DATA_DIR": str(tmp_path / "data"), "IMAGEGATE_ADMIN_KEY": "k" * 20}
+    result = CliRunner().invoke(
+        app, ["serve", "--host", "no-such-host.invalid", "--port", "45999"], env=environ
+    )
+    assert result.exit_code == 2, result.output
+    said = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())
+    assert "--host: 'no-such-host.invalid' is not an address to listen on" in said

@@ -1,8 +1,8 @@
 """``imagegate serve``: run the HTTP gateway under uvicorn.
 
-Thin on purpose: read flags, export what every worker must share, hand over to uvicorn with the
-app factory ``imagegate.server.app:app_from_environ`` (which loads the configuration once per
-worker process, at start-up).
+Thin on purpose: read flags, export what every worker must share, bind the port, hand over to
+uvicorn with the app factory ``imagegate.server.app:app_from_environ`` (which loads the
+configuration once per worker process, at start-up), and print the banner once it listens.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def serve(
     import anyio
     import uvicorn
 
+    from imagegate.cli import listen
     from imagegate.server.logconfig import uvicorn_log_config
     from imagegate.server.preflight import preflight
     from imagegate.server.settings import MAX_GRACEFUL_SHUTDOWN_S, shutdown_shares
@@ -64,20 +65,22 @@ def serve(
     os.environ["IMAGEGATE_BIND_HOST"] = host
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
     os.environ["IMAGEGATE_LEDGER_DRAIN_S"] = f"{drain_s:g}"
-    typer.echo(_banner(host, port))
-    with _metrics_shared_by(workers):
-        uvicorn.run(
-            FACTORY,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            log_config=uvicorn_log_config(log_level),  # uvicorn's lines are JSON too
-            access_log=False,  # the gateway writes its own structured access log
-            timeout_keep_alive=30,
-            timeout_graceful_shutdown=requests_s,  # type: ignore[arg-type]  # (typed int, takes a float)
-        )
+    server = uvicorn.Config(
+        FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        log_config=uvicorn_log_config(log_level),  # uvicorn's lines are JSON too
+        access_log=False,  # the gateway writes its own structured access log
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=requests_s,  # type: ignore[arg-type]  # (typed int, takes a float)
+    )
+    # Bound before anything is announced or started: a taken port is one line and exit code 1;
+    # the banner is printed once the gateway listens (cli.listen).
+    with listen.bind_socket(host, port) as sock, _metrics_shared_by(workers):
+        listen.run_announced(server, sock, _banner(host, port))
 
 
 def _seconds(raw: str, most: float) -> float:

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +17,9 @@ import openai
 import pytest
 from PIL import Image
 
+from imagegate.config_load import load
+from imagegate.emulator import create_emulator_app
+from imagegate.emulator.config import default_emulator_config
 from imagegate.ports import KeyScope
 from imagegate.server.app import create_app
 from imagegate.server.background import serve_in_thread
@@ -228,3 +231,54 @@ def test_streaming_edit_partial_images(gateway: tuple[str, str, str]) -> None:
     )
     types = [event.type for event in stream]
     assert types == ["image_edit.partial_image", "image_edit.completed"]
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[tuple[str, Callable[[str, list[dict[str, object]]], None]]]:
+    """A gateway (open mode) over an emulator app whose faults a test scripts: (base URL,
+    ``set_faults(deployment, rules)``). Emulator latency off, small images."""
+    defaults = default_emulator_config()
+    deployments = tuple(d.model_copy(update={"image_bytes": "small"}) for d in defaults.deployments)
+    emulator = create_emulator_app(defaults.model_copy(update={"deployments": deployments}), time_scale=0.0)
+    upstream = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator))
+    settings = ServerSettings(data_dir=tmp_path, url_secret=b"e2e-secret-of-16-bytes", probe_tick_s=0)
+    app = create_app(load(None, {}), http_client=upstream, settings=settings, open_access=True)
+
+    def set_faults(deployment: str, rules: list[dict[str, object]]) -> None:
+        async def put() -> None:
+            transport = httpx.ASGITransport(app=emulator)
+            async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as admin:
+                r = await admin.put(f"/_emulator/deployments/{deployment}/faults", json=rules)
+                assert r.status_code == 200, r.text
+
+        asyncio.run(put())
+
+    with serve_in_thread(app) as url:
+        yield url, set_faults
+
+
+def _requests_seen(url: str, route: str) -> float:
+    """How many requests the gateway answered on ``route`` (its own Prometheus counter)."""
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("imagegate_requests_total{") and f'route="{route}"' in line
+    )
+
+
+def test_sdk_retries_are_not_stacked_on_the_gateways_upstream_retries(
+    faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]],
+) -> None:
+    """Upstream answers 429 to everything: the gateway spends its own attempts, then answers 429
+    with x-should-retry: false, and the SDK (default max_retries=2) raises at once instead of
+    sending the request twice more (each of which would spend the gateway's attempts again)."""
+    url, set_faults = faulty
+    set_faults("gpt-image-1-mini", [{"kind": "status", "status": 429, "retry_after_s": 0}])
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="any")  # the SDK's default retries
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.images.generate(model="gpt-image-1-mini", prompt="a fox", quality="low")
+    headers = limited.value.response.headers
+    assert headers["x-should-retry"] == "false"
+    assert int(headers["x-imagegate-attempts"]) > 1  # the gateway did retry upstream
+    assert _requests_seen(url, "/v1/images/generations") == 1

@@ -282,3 +282,20 @@ def test_sdk_retries_are_not_stacked_on_the_gateways_upstream_retries(
     assert headers["x-should-retry"] == "false"
     assert int(headers["x-imagegate-attempts"]) > 1  # the gateway did retry upstream
     assert _requests_seen(url, "/v1/images/generations") == 1
+
+
+def test_translation_and_bad_numbers_through_the_sdk(gateway: tuple[str, str, str]) -> None:
+    """`x-imagegate-translate: true` maps DALL-E 3 values for the model served (it was refused by
+    the budget estimate before the pipeline could translate); an absurd `n` is a 400 naming it
+    (it was a 500 for n=-1, a 429 "budget exceeded" for n=2**40)."""
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    raw = client.images.with_raw_response.generate(
+        model="gpt-image-1", prompt="a fox", quality="hd", extra_headers={"x-imagegate-translate": "true"}
+    )
+    assert raw.headers["x-imagegate-translated"] == "quality"
+    assert raw.parse().quality == "hd"  # the echo names what was asked; the header what changed
+    for n in (-1, 0, 2**40):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.images.generate(model="gpt-image-1", prompt="a fox", n=n)
+        assert bad.value.param == "n", n

@@ -145,6 +145,27 @@ async def test_signed_url_expires(backend: FakeBackend, tmp_path: Path) -> None:
     assert "expired" in r.json()["error"]["message"]
 
 
+async def test_signed_url_is_cached_no_longer_than_it_lives(backend: FakeBackend, tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(backend, governance=Governance(now=clock), blobs=local_blobs(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        body = (await c.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})).json()
+        url = body["data"][0]["url"]
+        assert (await c.get(url)).headers["cache-control"] == "private, max-age=600, immutable"
+        clock.t += timedelta(seconds=590)  # a cached copy must not outlive the URL's expiry
+        assert (await c.get(url)).headers["cache-control"] == "private, max-age=10, immutable"
+
+
+@pytest.mark.parametrize("expires", ["\u00b2", "\u0661\u0662", "\uff11", "-1", "1e9", " 1", ""])
+async def test_a_malformed_expiry_is_a_404_not_a_500(gw: httpx.AsyncClient, expires: str) -> None:
+    r = await gw.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})
+    url = httpx.URL(r.json()["data"][0]["url"])
+    bad = url.copy_set_param("expires", expires)
+    got = await gw.get(bad)
+    assert got.status_code == 404, got.text
+    assert got.json()["error"]["code"] == "not_found"
+
+
 async def test_url_without_blob_store_is_a_clear_400(backend: FakeBackend) -> None:
     app = make_app(backend)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:

@@ -96,6 +96,18 @@ def test_gpt_image_2_size_rule_errors_say_why() -> None:
         validate(ImageRequest(prompt="x", size="3072x992"), g2, CAT)
 
 
+@pytest.mark.parametrize(
+    "size", ["\u00b2x\u00b2", "\uff11\uff10\uff12\uff14x\uff11\uff10\uff12\uff14", "+1024x1024", " 1024x1024"]
+)
+def test_sizes_are_ascii_digits(size: str) -> None:
+    """``"²x²"`` crashed ``int()`` (a 500 at the gateway); full-width digits passed as 1024x1024
+    and were sent upstream as they were."""
+    g2 = CAT.get("gpt-image-2")
+    with pytest.raises(InvalidRequest) as refused:
+        validate(ImageRequest(prompt="x", size=size), g2, CAT)
+    assert refused.value.field == "size"
+
+
 def edit(**kwargs: object) -> EditRequest:
     base: dict[str, object] = {"prompt": "add a hat", "images": (InputImage(data=png()),)}
     return EditRequest(**{**base, **kwargs})  # type: ignore[arg-type]

@@ -176,6 +176,13 @@ class PayloadTooLarge(ClientError):
     code = "payload_too_large"
     http_status = 413
 
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the upload that is too large (``image[1]``, ``mask``), when one is
+
+    def details(self) -> dict[str, Any]:
+        return {"param": self.field} if self.field is not None else {}
+
 
 class RequestTimeout(ClientError):
     """The client stopped sending its request body (nothing was done with the request)."""

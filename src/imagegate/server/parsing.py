@@ -156,7 +156,7 @@ def _refused(reason: str, limits: ServerLimits) -> InvalidRequest | PayloadTooLa
         return InvalidRequest.for_field(
             "image",
             f"more than {limits.max_images + 1} files",
-            f"at most {limits.max_images} images and a mask",
+            f"at most {limits.max_images} images and one mask",
         )
     if "exceeded maximum size" in reason:
         return PayloadTooLarge(
@@ -220,10 +220,10 @@ async def _read_image(
         raise InvalidRequest.for_field(field, "a text value", "a file upload (multipart file part)")
     size = upload.size
     if size is not None and size > max_bytes:
-        raise PayloadTooLarge(f"{field} is {size} bytes; at most {max_bytes} bytes are allowed")
+        raise PayloadTooLarge(f"{field} is {size} bytes; at most {max_bytes} bytes are allowed", field=field)
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise PayloadTooLarge(f"{field} is larger than the {max_bytes} bytes allowed")
+        raise PayloadTooLarge(f"{field} is larger than the {max_bytes} bytes allowed", field=field)
     fmt, dims = _sniff(data, field, max_pixels)
     return InputImage(data=data, filename=upload.filename or "image", content_type=_IMAGE_FORMATS[fmt]), dims
 

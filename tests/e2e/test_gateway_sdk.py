@@ -299,3 +299,25 @@ def test_translation_and_bad_numbers_through_the_sdk(gateway: tuple[str, str, st
         with pytest.raises(openai.BadRequestError) as bad:
             client.images.generate(model="gpt-image-1", prompt="a fox", n=n)
         assert bad.value.param == "n", n
+
+
+def test_azure_client_unknown_deployment_is_not_found(gateway: tuple[str, str, str]) -> None:
+    """Azure answers a deployment path that names nothing with 404 `DeploymentNotFound` (after
+    checking the key): `AzureOpenAI` callers get `NotFoundError`, as from Azure. (The OpenAI
+    route keeps OpenAI's answer to an unknown image model: a 400 naming `model`.)"""
+    url, key, _ = gateway
+    client = openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.images.generate(model="no-such-deployment", prompt="a fox")
+    assert missing.value.code == "DeploymentNotFound"
+    assert "no-such-deployment" in missing.value.message and "gpt-image-1" in missing.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.images.edit(model="no-such-deployment", image=("a.png", _png_bytes(64, 64)), prompt="x")
+    with pytest.raises(openai.BadRequestError) as no_edits:  # a served model that cannot edit: 400
+        client.images.edit(model="dall-e-3", image=("a.png", _png_bytes(64, 64)), prompt="x")
+    assert no_edits.value.param == "model"
+    anonymous = openai.AzureOpenAI(
+        azure_endpoint=url, api_version=API_VERSION, api_key="ig-wrong-key-123456789012345", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):  # the key first, as Azure does
+        anonymous.images.generate(model="no-such-deployment", prompt="a fox")

@@ -321,3 +321,17 @@ def test_azure_client_unknown_deployment_is_not_found(gateway: tuple[str, str, s
     )
     with pytest.raises(openai.AuthenticationError):  # the key first, as Azure does
         anonymous.images.generate(model="no-such-deployment", prompt="a fox")
+
+
+def test_models_through_both_clients(gateway: tuple[str, str, str]) -> None:
+    """`client.models.list()/retrieve()`: `OpenAI` reads /v1/models, `AzureOpenAI` /openai/models."""
+    url, key, _ = gateway
+    for client in (
+        openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0),
+        openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key=key, max_retries=0),
+    ):
+        ids = [m.id for m in client.models.list()]
+        assert ids[:2] == ["default", "gpt-image-1"] and "dall-e-3" in ids
+        assert client.models.retrieve("gpt-image-1-mini").id == "gpt-image-1-mini"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("no-such-model")

@@ -305,6 +305,38 @@ async def test_translated_fallback_and_degraded_headers(backend: FakeBackend, tm
     assert r.headers["x-imagegate-model"] == "gpt-image-1-mini"
 
 
+async def test_the_body_echoes_what_was_made_not_what_was_asked(backend: FakeBackend, tmp_path: Path) -> None:
+    """OpenAI's top-level ``size``/``quality``/``output_format`` describe the images generated:
+    after translation, a fallback or degradation they are the values used (never "hd" for a
+    gpt-image model), ``auto`` sizes are the real size, dropped parameters are not echoed."""
+    from dataclasses import replace
+
+    from imagegate.types import Change
+
+    original = backend._result
+
+    def changed(request: object) -> object:
+        result = original(request)  # type: ignore[arg-type]
+        changes = (
+            Change("quality", "hd", "high", "nearest"),
+            Change("quality", "high", "medium", "degraded: deadline"),
+            Change("background", "opaque", None, "unsupported"),
+        )
+        return replace(result, changes=changes)
+
+    backend._result = changed  # type: ignore[method-assign,assignment]
+    app = make_app(backend, blobs=local_blobs(tmp_path))
+    body = {"prompt": "x", "quality": "hd", "size": "auto", "background": "opaque", "output_format": "png"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/images/generations", json=body)
+        streamed = await c.post("/v1/images/generations", json={**body, "stream": True})
+    answer = r.json()
+    assert (answer["quality"], answer["size"], answer["output_format"]) == ("medium", "32x32", "png")
+    assert "background" not in answer
+    completed = _events(streamed.text)[-1][1]
+    assert (completed["quality"], completed["size"]) == ("medium", "32x32") and "background" not in completed
+
+
 async def test_per_request_option_headers_reach_the_backend(
     gw: httpx.AsyncClient, backend: FakeBackend
 ) -> None:

@@ -419,8 +419,9 @@ class ImageService:
                         record = await self._succeeded(
                             item, caller, request, request_id, hold, started, estimate, None
                         )
+                        made = _echo(request, item)  # what was made, not what was asked for
                         for image in item.images:
-                            payload = {"b64_json": image.b64_json, "created_at": int(self.clock()), **echo}
+                            payload = {"b64_json": image.b64_json, "created_at": int(self.clock()), **made}
                             if item.usage is not None:
                                 payload["usage"] = usage_payload(item.usage)
                             yield encode_event(f"{prefix}.completed", payload)
@@ -484,13 +485,30 @@ def _without_images(request: ImageRequest) -> ImageRequest:
     return request
 
 
+_ECHOED = ("size", "quality", "background", "output_format")
+
+
 def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:
-    """OpenAI's top-level ``size``/``quality``/``background``/``output_format`` when known."""
+    """OpenAI's top-level ``size``/``quality``/``background``/``output_format``, for the fields
+    the request gave. They describe the images made: with a ``result``, a value translation,
+    a fallback or a degradation changed is the value used (a dropped one is left out), and
+    ``size: auto`` is the first image's real size."""
     out: dict[str, Any] = {}
-    for name in ("size", "quality", "background", "output_format"):
+    for name in _ECHOED:
         value = getattr(request, name)
         if value is not None:
             out[name] = value
+    if result is None:
+        return out
+    for change in result.changes:  # in the order they were made: the last one is what was used
+        if change.field in out:
+            if change.new is None:
+                del out[change.field]
+            else:
+                out[change.field] = change.new
+    first = result.images[0] if result.images else None
+    if out.get("size") == "auto" and first is not None and first.width and first.height:
+        out["size"] = f"{first.width}x{first.height}"
     return out
 
 

@@ -342,7 +342,7 @@ async def test_per_request_option_headers_reach_the_backend(
 ) -> None:
     headers = {
         "x-imagegate-translate": "true",
-        "x-imagegate-fallback": "cheap-chain",
+        "x-imagegate-fallback": "Same-Model",
         "x-imagegate-deadline-s": "30",
         "x-imagegate-degrade": "yes",
     }
@@ -350,17 +350,20 @@ async def test_per_request_option_headers_reach_the_backend(
     assert r.status_code == 200
     assert backend.options[-1].kwargs() == {
         "translate": True,
-        "fallback": "cheap-chain",
+        "fallback": "same-model",
         "deadline_s": 30.0,
         "degrade": True,
     }
+    calls = len(backend.calls)
     for name, bad in (
         ("x-imagegate-deadline-s", "soon"),
         ("x-imagegate-deadline-s", "-1"),
         ("x-imagegate-degrade", "maybe"),
+        ("x-imagegate-fallback", "cheap-chain"),  # the library takes a mode, not a chain's name
     ):
         r = await gw.post("/v1/images/generations", json={"prompt": "x"}, headers={name: bad})
         assert r.status_code == 400 and r.json()["error"]["param"] == name
+    assert len(backend.calls) == calls
 
 
 async def _sent(response: object) -> list[dict[str, object]]:

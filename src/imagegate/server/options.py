@@ -4,7 +4,7 @@
 header                          meaning (as the library's keyword of the same name)
 ==============================  =====================================================
 ``x-imagegate-translate``       ``true``/``false``: map parameters meant for another model
-``x-imagegate-fallback``        a fallback chain name from the configuration
+``x-imagegate-fallback``        ``any`` (the configured chain), ``same-model`` or ``none``
 ``x-imagegate-deadline-s``      seconds the whole request may take
 ``x-imagegate-degrade``         ``true``: lower the quality if that is what meets the deadline
 ==============================  =====================================================
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagegate.errors import InvalidRequest
+from imagegate.policy.fallback import FALLBACK_MODES
 
 __all__ = ["NO_OPTIONS", "RequestOptions", "options_from_headers"]
 
@@ -77,8 +78,12 @@ def options_from_headers(headers: Mapping[str, str]) -> RequestOptions:
                 "x-imagegate-deadline-s", raw_deadline, "a number of seconds in (0, 3600]"
             )
     fallback = headers.get("x-imagegate-fallback")
-    if fallback is not None and not (0 < len(fallback) <= 200):
-        raise InvalidRequest.for_field("x-imagegate-fallback", fallback, "a fallback chain name")
+    if fallback is not None:
+        fallback = fallback.strip().lower()
+        if fallback not in FALLBACK_MODES:
+            raise InvalidRequest.for_field(
+                "x-imagegate-fallback", headers["x-imagegate-fallback"], "one of " + ", ".join(FALLBACK_MODES)
+            )
     return RequestOptions(
         translate=_flag(headers, "x-imagegate-translate"),
         fallback=fallback,

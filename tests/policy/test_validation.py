@@ -67,6 +67,7 @@ def test_dalle3_migrants_get_a_clear_error_pointing_at_translate(
         validate(req, G1, CAT)
     assert info.value.field == field
     assert "dall-e-3" in str(info.value) and "translate=True" in str(info.value)
+    assert "x-imagegate-translate: true" in str(info.value)  # the way in for SDK callers of the gateway
 
 
 def test_translate_maps_dalle3_parameters_and_lists_changes() -> None:

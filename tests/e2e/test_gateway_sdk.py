@@ -335,3 +335,21 @@ def test_models_through_both_clients(gateway: tuple[str, str, str]) -> None:
         assert client.models.retrieve("gpt-image-1-mini").id == "gpt-image-1-mini"
         with pytest.raises(openai.NotFoundError):
             client.models.retrieve("no-such-model")
+
+
+def test_an_sdk_timeout_does_not_become_stacked_retries(
+    faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]],
+) -> None:
+    """An upstream that hangs and an SDK with a 3 s timeout: the gateway's deadline ends before the
+    SDK's timeout (it announces it as `x-stainless-read-timeout`), with a 504 the SDK does not
+    retry. Before, the SDK timed out and sent the request twice more while the gateway went on
+    with each one (3 gateway requests, 5 upstream attempts, for one `images.generate`)."""
+    url, set_faults = faulty
+    set_faults("gpt-image-1-mini", [{"kind": "hang", "phase": "after", "delay_s": 8}])
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="any", timeout=3)  # the SDK's default retries
+    with pytest.raises(openai.InternalServerError) as late:
+        client.images.generate(model="gpt-image-1-mini", prompt="a fox", quality="low")
+    assert late.value.status_code == 504 and late.value.code == "deadline_exceeded"
+    assert "x-imagegate-degrade: true" in late.value.message  # how to get a lower quality in time
+    assert late.value.response.headers["x-should-retry"] == "false"
+    assert _requests_seen(url, "/v1/images/generations") == 1

@@ -366,6 +366,28 @@ async def test_per_request_option_headers_reach_the_backend(
     assert len(backend.calls) == calls
 
 
+async def test_the_sdks_read_timeout_bounds_the_deadline(gw: httpx.AsyncClient, backend: FakeBackend) -> None:
+    """The openai SDK announces its read timeout; past it the SDK retries while the gateway would
+    work on for nobody, so the deadline ends a little before it (never for a stream)."""
+    gen = "/v1/images/generations"
+    await gw.post(gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": "60.0"})
+    assert backend.options[-1].deadline_s == 59.0
+    await gw.post(gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": "3"})
+    assert backend.options[-1].deadline_s == pytest.approx(2.7)
+    both = {"x-stainless-read-timeout": "60", "x-imagegate-deadline-s": "30"}
+    await gw.post(gen, json={"prompt": "x"}, headers=both)
+    assert backend.options[-1].deadline_s == 30.0
+    await gw.post(
+        gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": "60", "x-imagegate-deadline-s": "90"}
+    )
+    assert backend.options[-1].deadline_s == 59.0
+    for ignored in ("soon", "-1", "inf", "nan"):  # not our header: a bad value is never an error
+        r = await gw.post(gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": ignored})
+        assert r.status_code == 200 and backend.options[-1].deadline_s is None
+    await gw.post(gen, json={"prompt": "x", "stream": True}, headers={"x-stainless-read-timeout": "3"})
+    assert backend.options[-1].deadline_s is None  # a stream's read timeout is between events
+
+
 async def _sent(response: object) -> list[dict[str, object]]:
     messages: list[dict[str, object]] = []
 

@@ -127,7 +127,7 @@ class ImageService:
             caller = await self.governance.admit(record, scope)
             state["key_id"] = caller.key_id
             state["model"] = scope.logical_model
-            options = options_from_headers(headers)
+            options = options_from_headers(headers, stream=call.stream)
             if caller.models:  # a key limited to models is never served by another, not even a fallback
                 options = replace(options, fallback_models=caller.models)
             call = replace(call, options=options)

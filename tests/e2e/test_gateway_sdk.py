@@ -353,3 +353,26 @@ def test_an_sdk_timeout_does_not_become_stacked_retries(
     assert "x-imagegate-degrade: true" in late.value.message  # how to get a lower quality in time
     assert late.value.response.headers["x-should-retry"] == "false"
     assert _requests_seen(url, "/v1/images/generations") == 1
+
+
+@pytest.mark.parametrize("operation", ["generate", "edit"])
+def test_an_upstream_error_mid_stream_is_an_sse_error_the_sdk_raises(
+    faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]], operation: str
+) -> None:
+    url, set_faults = faulty
+    set_faults("gpt-image-1-mini", [{"kind": "stream_error"}])  # after the first partial image
+    client = openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key="any", max_retries=0)
+    common = {"model": "gpt-image-1-mini", "prompt": "a fox", "quality": "low", "partial_images": 2}
+    if operation == "edit":
+        stream = client.images.edit(image=("a.png", _png_bytes(64, 64)), stream=True, **common)
+    else:
+        stream = client.images.generate(stream=True, **common)
+    seen: list[str] = []
+    with pytest.raises(openai.APIError) as failed:
+        for event in stream:
+            seen.append(event.type)
+    prefix = "image_edit" if operation == "edit" else "image_generation"
+    assert seen == [f"{prefix}.partial_image"]
+    body = failed.value.body
+    assert isinstance(body, dict) and {"message", "type", "param", "code"} <= set(body)
+    assert body["code"] == "upstream_failed" and body["deployment"] == "gpt-image-1-mini"

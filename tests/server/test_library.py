@@ -65,3 +65,12 @@ def test_an_unknown_model_holds_nothing(backend: LibraryBackend) -> None:
     """The pipeline refuses a model nothing serves before anything is sent (a 400 naming
     ``model``, or Azure's 404 on its deployment routes); the hold is nothing, not an error here."""
     assert _price(backend, model="no-such-model") == 0
+
+
+async def test_a_stream_from_a_model_that_does_not_stream_names_stream(backend: LibraryBackend) -> None:
+    """The client sent ``stream: true`` and no ``partial_images``: the error is about ``stream``
+    (it said ``partial_images=2 is not allowed``, a value the client never sent)."""
+    items = backend.stream(ImageRequest(prompt="a fox", model="dall-e-3"), request_id="req_1")
+    with pytest.raises(InvalidRequest) as refused:
+        await anext(items)
+    assert refused.value.field == "stream" and "dall-e-3" in str(refused.value)

@@ -22,14 +22,22 @@ from .images import jpeg, png
 
 def test_generation_fields_are_typed() -> None:
     call = parse_generation(
-        b'{"prompt":"a fox","n":2,"size":"1024x1024","stream":true,"response_format":"url"}'
+        b'{"prompt":"a fox","n":2,"size":"1024x1024","stream":true,"response_format":"b64_json"}'
     )
     assert call.request.prompt == "a fox"
     assert call.request.n == 2
     assert call.request.size == "1024x1024"
     assert call.stream is True
-    assert call.response_format == "url"
+    assert call.response_format == "b64_json"
     assert call.request.response_format is None  # the gateway, not upstream, decides the format
+
+
+def test_a_stream_cannot_answer_with_urls() -> None:
+    """Streamed images are base64 events: ``response_format=url`` was silently ignored."""
+    with pytest.raises(InvalidRequest) as refused:
+        parse_generation(b'{"prompt":"x","stream":true,"response_format":"url"}')
+    assert refused.value.field == "response_format"
+    assert parse_generation(b'{"prompt":"x","stream":true,"response_format":"b64_json"}').stream
 
 
 def test_azure_path_model_overrides_body_model() -> None:

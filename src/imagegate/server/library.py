@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from imagegate.api import AsyncImageGate
-from imagegate.errors import ImageGateError
+from imagegate.errors import ImageGateError, InvalidRequest
 from imagegate.policy.fallback import chain_targets, dialect_of, may_serve, parse_mode
 from imagegate.policy.pricing import reservation_estimate
 from imagegate.policy.validation import validate
@@ -72,6 +72,11 @@ class LibraryBackend:
     async def stream(
         self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
     ) -> AsyncIterator[StreamItem]:
+        spec = self.gate.spec_for(request.model)
+        if not spec.streaming:  # say so about what the client sent, not the partial_images default
+            raise InvalidRequest.for_field(
+                "stream", True, f"false for {spec.name}, which does not stream partial images"
+            )
         params: dict[str, Any] = {"model": request.model, **options.kwargs()}
         if isinstance(request, EditRequest):
             params.update(_given(request, _EDIT))

@@ -104,6 +104,12 @@ def _call(typed: dict[str, Any], model: str | None, **extra: Any) -> ParsedCall:
     response_format = typed.pop("response_format", None)
     if response_format not in (None, "url", "b64_json"):
         raise InvalidRequest.for_field("response_format", response_format, "one of url, b64_json")
+    if stream and response_format == "url":
+        raise InvalidRequest.for_field(
+            "response_format",
+            response_format,
+            "b64_json with stream=true (streamed images are base64 events)",
+        )
     if model is not None:
         typed["model"] = model
     cls = EditRequest if extra else ImageRequest

@@ -23,8 +23,8 @@ from imagegate.server.governance import Governance
 from imagegate.stores.memory import MemoryStores
 from imagegate.types import GeneratedImage, ImageRequest, PartialImage
 
-from .fakes import PNG_B64, FakeBackend, FakeRates
-from .test_images import local_blobs, make_app
+from .fakes import PNG, PNG_B64, FakeBackend, FakeRates
+from .test_images import Clock, local_blobs, make_app
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -427,6 +427,43 @@ async def test_an_idempotent_replay_and_a_conflict_are_recorded_and_cost_nothing
         "replayed",
         "conflict",
     ]
+
+
+async def test_an_idempotent_replay_hands_out_image_urls_that_work_for_their_full_lifetime(
+    stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    # URLs live 600 s here (3600 s by default), replays 24 h: a replay handing out the first
+    # answer's URLs gave dead links. It signs them anew, for the full lifetime from the replay.
+    clock = Clock()
+    gov = Governance(keys=stores.keys, ledger=stores.ledger, audit=stores.audit, now=clock)
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
+    key = (await stores.keys.create("t", KeyScope(), NOW)).plaintext
+    headers = {"api-key": key, "idempotency-key": "urls-1"}
+    body = {"prompt": "x", "n": 2, "response_format": "url"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        first = await c.post(GEN, json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        clock.t += timedelta(hours=5)
+        replay = await c.post(GEN, json=body, headers=headers)
+        assert replay.status_code == 200 and replay.headers["x-imagegate-idempotent-replay"] == "true"
+        clock.t += timedelta(seconds=599)  # 599 s after the replay: its URLs still work
+        for item in replay.json()["data"]:
+            got = await c.get(item["url"])
+            assert got.status_code == 200 and got.content == PNG
+        old = await c.get(first.json()["data"][0]["url"])
+        assert old.status_code == 403 and "expired" in old.json()["error"]["message"]
+        clock.t += timedelta(seconds=1)
+        assert (await c.get(replay.json()["data"][0]["url"])).status_code == 403
+    assert len(backend.calls) == 1
+    # the same answer otherwise: the same images (the URL's path), the same fields and headers
+    a, b = first.json(), replay.json()
+    assert [u["url"].split("?")[0] for u in a["data"]] == [u["url"].split("?")[0] for u in b["data"]]
+    assert [u["url"] for u in a["data"]] != [u["url"] for u in b["data"]]
+    for got in (a, b):
+        for item in got["data"]:
+            item.pop("url")
+    assert a == b and list(a) == list(b)
+    assert replay.headers["x-imagegate-cost-usd"] == first.headers["x-imagegate-cost-usd"]
 
 
 async def test_a_failure_nothing_was_billed_for_releases_the_hold(

@@ -7,7 +7,9 @@ Routes parse; this module decides the order of the steps and encodes the answer:
 
 An ``Idempotency-Key`` makes a request run at most once per key and body: a repeat while the
 first runs waits for it, a repeat after it replays the stored response byte for byte, and the
-same key with another body is a 409. Nothing is billed twice.
+same key with another body is a 409. Nothing is billed twice. Image URLs in a replayed answer
+are signed anew (from the stored images' digests), so they work for their full lifetime from
+the replay, not only for what was left of the first answer's.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from imagegate.errors import (
     UpstreamFailed,
 )
 from imagegate.policy.keys import RequestScope
-from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
+from imagegate.ports import BlobRef, BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
 from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, Outcome, credential_from
@@ -155,7 +157,8 @@ class ImageService:
         if call.stream:
             return await self._stream(call, caller, request_id)
         if not idem_key or self.idempotency is None:
-            return await self._run(call, caller, request_id, origin, idem_key)
+            response, _ = await self._run(call, caller, request_id, origin, idem_key)
+            return response
         return await self._idempotent(call, caller, request_id, origin, idem_key)
 
     async def _refused(
@@ -192,7 +195,7 @@ class ImageService:
                     caller.key_id, idem_key, fingerprint, now, lease_s=self.idempotency_lease_s
                 )
                 if claim.status is ClaimStatus.DONE and claim.record.response_ref:
-                    response = await self._replay(claim.record.response_ref)
+                    response = await self._replay(claim.record.response_ref, origin)
                     break
                 if claim.status is ClaimStatus.CLAIMED:
                     break
@@ -210,7 +213,7 @@ class ImageService:
             )  # fmt: skip
             return response
         try:
-            response = await self._run(call, caller, request_id, origin, idem_key)
+            response, stored = await self._run(call, caller, request_id, origin, idem_key)
         except ImageGateError as exc:
             with anyio.CancelScope(shield=True):
                 if _may_have_billed(exc):
@@ -228,7 +231,7 @@ class ImageService:
                 await self.idempotency.release(caller.key_id, idem_key)
             raise
         try:
-            ref = await self._remember(response)
+            ref = await self._remember(response, stored)
             await self.idempotency.complete(
                 caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
             )
@@ -241,12 +244,16 @@ class ImageService:
         response.headers["x-imagegate-idempotent-replay"] = "false"
         return response
 
-    async def _remember(self, response: Response) -> str:
+    async def _remember(self, response: Response, images: tuple[BlobRef, ...] = ()) -> str:
+        """Keep ``response`` for replays; ``images`` are the stored images its URLs point at,
+        in order, so a replay can sign them anew."""
         body = bytes(response.body)
         headers = {k: v for k, v in response.headers.items() if k.startswith(_REPLAYED_HEADERS)}
         meta: dict[str, Any] = {"headers": headers}
         if response.status_code != 200:
             meta["status"] = response.status_code
+        if images:
+            meta["images"] = [[ref.digest, ref.size, ref.content_type] for ref in images]
         if self.blobs is not None:
             ref = await self.blobs.put(body, "application/json")
             return orjson.dumps({"blob": ref.digest, **meta}).decode()
@@ -256,7 +263,7 @@ class ImageService:
             self._replays.popitem(last=False)
         return orjson.dumps({"mem": key, **meta}).decode()
 
-    async def _replay(self, ref: str) -> Response:
+    async def _replay(self, ref: str, origin: str) -> Response:
         meta = orjson.loads(ref)
         if "blob" in meta and self.blobs is not None:
             body = await self.blobs.get(meta["blob"])
@@ -264,6 +271,8 @@ class ImageService:
             body = self._replays[meta["mem"]]
         else:
             raise StorageError("the stored response for this Idempotency-Key is no longer available")
+        if meta.get("images"):
+            body = self._signed_anew(body, [BlobRef(*image) for image in meta["images"]], origin)
         headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}
         return Response(
             body, status_code=meta.get("status", 200), media_type="application/json", headers=headers
@@ -350,9 +359,18 @@ class ImageService:
             )
             self.metrics.observe_quota_wait(deployment=attempt.deployment, wait_s=attempt.queued_s)
 
+    def _signed_anew(self, body: bytes, images: list[BlobRef], origin: str) -> bytes:
+        """A stored ``response_format=url`` answer with each image's URL signed from now: the
+        first answer's URLs expire ``url_ttl_s`` after it, long before the key's replays do."""
+        payload = orjson.loads(body)
+        for item, image in zip(payload["data"], images, strict=True):
+            item["url"] = self._url(image, origin)
+        return orjson.dumps(payload)
+
     async def _run(
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
-    ) -> Response:
+    ) -> tuple[Response, tuple[BlobRef, ...]]:
+        """The request run once; the response and the images stored for its URLs (if any)."""
         request = call.request
         hold, started, estimate = await self._guarded(caller, call)
         try:
@@ -362,7 +380,11 @@ class ImageService:
             raise
         record = await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
         try:
-            urls = await self._store(result, origin) if call.response_format == "url" else None
+            stored: tuple[BlobRef, ...] = ()
+            urls = None
+            if call.response_format == "url":
+                stored = await self._store(result)
+                urls = [self._url(ref, origin) for ref in stored]
             body = encode_images(result, urls=urls, echo=_echo(request, result))
             headers = result_headers(result)
         except BaseException as exc:  # made and billed, but not delivered: recorded as such
@@ -373,18 +395,22 @@ class ImageService:
             raise
         return SlicedResponse(
             body, media_type="application/json", headers=headers, background=BackgroundTask(record)
-        )
+        ), stored
 
-    async def _store(self, result: ImageResult, origin: str) -> list[str]:
-        """Decode each image once, store it content-addressed, answer with signed URLs."""
+    async def _store(self, result: ImageResult) -> tuple[BlobRef, ...]:
+        """Decode each image once and store it content-addressed, for ``response_format=url``."""
         assert self.blobs is not None
-        urls = []
+        refs = []
         for image in result.images:
             content_type = _FORMAT_TYPES.get(image.format or "png", "image/png")
-            ref = await self.blobs.put(image.data, content_type)
-            url = self.blobs.signed_url(ref, self.governance.now(), ttl_s=self.url_ttl_s)
-            urls.append(origin + url if url.startswith("/") else url)
-        return urls
+            refs.append(await self.blobs.put(image.data, content_type))
+        return tuple(refs)
+
+    def _url(self, ref: BlobRef, origin: str) -> str:
+        """A stored image's URL, signed to expire ``url_ttl_s`` from now."""
+        assert self.blobs is not None
+        url = self.blobs.signed_url(ref, self.governance.now(), ttl_s=self.url_ttl_s)
+        return origin + url if url.startswith("/") else url
 
     # ------------------------------------------------------------------ streaming
 

@@ -15,6 +15,7 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     │   ├── NotFound                    404  (unknown model / deployment / job)
     │   ├── Conflict                    409  (idempotency key reused with another body)
     │   ├── RequestTimeout              408  the body stopped arriving
+    │   ├── ResponseGone                410  (an idempotency key's stored answer is gone)
     │   ├── PayloadTooLarge             413
     │   ├── RateLimited                 429  retry_after_s
     │   └── BudgetExceeded              429  budget, limit_usd, remaining_usd
@@ -57,6 +58,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RequestTimeout",
+    "ResponseGone",
     "StorageError",
     "UpstreamError",
     "UpstreamFailed",
@@ -170,6 +172,15 @@ class NotFound(ClientError):
 class Conflict(ClientError):
     code = "conflict"
     http_status = 409
+
+
+class ResponseGone(ClientError):
+    """The request already ran under its ``Idempotency-Key``, but the stored answer is gone, so it
+    cannot be replayed. Final for the key: running the request again could bill it twice, and
+    retrying cannot bring the answer back; a new ``Idempotency-Key`` runs it again."""
+
+    code = "idempotency_response_gone"
+    http_status = 410
 
 
 class PayloadTooLarge(ClientError):

@@ -466,6 +466,49 @@ async def test_an_idempotent_replay_hands_out_image_urls_that_work_for_their_ful
     assert replay.headers["x-imagegate-cost-usd"] == first.headers["x-imagegate-cost-usd"]
 
 
+def _delete_the_only_file(root: Path) -> None:
+    [stored] = [p for p in root.rglob("*") if p.is_file()]
+    stored.unlink()
+
+
+@pytest.mark.parametrize("kept_in", ["image store", "memory"])
+async def test_a_replay_whose_stored_answer_is_gone_is_a_final_410_not_a_retry_later(
+    kept_in: str, stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    # The first answer was made (and billed), but its stored copy is gone: its file was deleted,
+    # or it was kept in the memory of a process that has gone since. Running the request again
+    # would bill it twice; a 503 "retry later" (404 "no image" from the image store) answered
+    # every retry until the key expired, 24 h later. A 410 is final (the openai SDK retries 408,
+    # 409, 429 and 5xx) and says what happened and what to do.
+    gov = Governance(keys=stores.keys, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW)
+    blobs = {"blobs": local_blobs(tmp_path)} if kept_in == "image store" else {}
+    key = (await stores.keys.create("t", KeyScope(), NOW)).plaintext
+    headers = {"api-key": key, "idempotency-key": "gone-1"}
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, **blobs)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        assert (await c.post(GEN, json={"prompt": "x"}, headers=headers)).status_code == 200
+    if kept_in == "image store":
+        _delete_the_only_file(tmp_path)  # the stored answer (b64_json: no image file)
+    else:  # another process (or this one, restarted) sharing the idempotency store
+        app = make_app(backend, governance=gov, idempotency=stores.idempotency)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        again = await c.post(GEN, json={"prompt": "x"}, headers=headers)
+        assert again.status_code == 410, again.text
+        assert again.headers["x-should-retry"] == "false" and "retry-after" not in again.headers
+        err = again.json()["error"]
+        assert err["code"] == "idempotency_response_gone" and err["type"] == "invalid_request_error"
+        message = err["message"]
+        assert "'gone-1'" in message and "not run again" in message and "new Idempotency-Key" in message
+        assert (await c.post(GEN, json={"prompt": "x"}, headers=headers)).status_code == 410  # and stays so
+        assert len(backend.calls) == 1  # never run a second time
+        row = next(e for e in await stores.ledger.entries(request_id=again.headers["x-request-id"]))
+        assert (row.status, row.http_status, row.error_code, row.cost_usd) == (
+            "rejected", 410, "idempotency_response_gone", 0,
+        )  # fmt: skip
+        fresh = await c.post(GEN, json={"prompt": "x"}, headers={**headers, "idempotency-key": "gone-2"})
+        assert fresh.status_code == 200 and len(backend.calls) == 2
+
+
 async def test_a_failure_nothing_was_billed_for_releases_the_hold(
     gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
 ) -> None:

@@ -14,6 +14,7 @@ the replay, not only for what was left of the first answer's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -35,7 +36,9 @@ from imagegate.errors import (
     BudgetExceeded,
     ImageGateError,
     InvalidRequest,
+    NotFound,
     RateLimited,
+    ResponseGone,
     StorageError,
     UpstreamFailed,
 )
@@ -195,7 +198,7 @@ class ImageService:
                     caller.key_id, idem_key, fingerprint, now, lease_s=self.idempotency_lease_s
                 )
                 if claim.status is ClaimStatus.DONE and claim.record.response_ref:
-                    response = await self._replay(claim.record.response_ref, origin)
+                    response = await self._replay(claim.record.response_ref, origin, idem_key)
                     break
                 if claim.status is ClaimStatus.CLAIMED:
                     break
@@ -263,14 +266,22 @@ class ImageService:
             self._replays.popitem(last=False)
         return orjson.dumps({"mem": key, **meta}).decode()
 
-    async def _replay(self, ref: str, origin: str) -> Response:
+    async def _replay(self, ref: str, origin: str, idem_key: str) -> Response:
         meta = orjson.loads(ref)
+        body: bytes | None = None
         if "blob" in meta and self.blobs is not None:
-            body = await self.blobs.get(meta["blob"])
+            with contextlib.suppress(NotFound):
+                body = await self.blobs.get(meta["blob"])
         elif meta.get("mem") in self._replays:
             body = self._replays[meta["mem"]]
-        else:
-            raise StorageError("the stored response for this Idempotency-Key is no longer available")
+        if body is None:
+            # Gone for good (deleted, or kept by a process that is gone): a retry cannot bring it
+            # back, and running the request again could bill it twice. Final, not "retry later".
+            raise ResponseGone(
+                f"the answer to the request with Idempotency-Key {idem_key!r} is no longer kept, so "
+                "it cannot be replayed, and the request is not run again (it has already run and may "
+                "have been billed). To run it again, send it with a new Idempotency-Key."
+            )
         if meta.get("images"):
             body = self._signed_anew(body, [BlobRef(*image) for image in meta["images"]], origin)
         headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}

@@ -113,6 +113,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "The key may not make this request."),
         (404, "Unknown deployment (Azure deployment routes: `DeploymentNotFound`)."),
         (409, "Idempotency-Key reused with another body."),
+        (410, "The stored answer to this Idempotency-Key is gone; use a new key to run again."),
         (413, "Body or file too large."),
         (429, "Rate limit or budget exhausted (see retry-after)."),
         (502, "Upstream failed after the gateway's own retries."),

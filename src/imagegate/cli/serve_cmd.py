@@ -2,7 +2,8 @@
 
 Thin on purpose: read flags, export what every worker must share, hand over to uvicorn with the
 app factory ``imagegate.server.app:app_from_environ`` (which loads the configuration once per
-worker process, at start-up).
+worker process, at start-up). With ``--workers N`` it says first, once, what the workers would
+each enforce on their own without Redis: per-key rpm limits, routing state.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from imagegate.cli.running import fail_on_errors
+from imagegate.cli.running import err_console, fail_on_errors
 
 __all__ = ["serve"]
 
@@ -44,13 +46,15 @@ def serve(
     # Configuration, environment, database and open mode, checked once before any worker: one
     # clear message and exit code 2 (1: the database is down) instead of each worker's traceback.
     with fail_on_errors():
-        anyio.run(preflight, dict(os.environ), host)
+        warnings = anyio.run(preflight, dict(os.environ), host, workers)
     # Every worker must sign image URLs with the same secret, or a URL minted by one worker
     # would be refused by the next; generate one per `serve` when none is configured.
     os.environ.setdefault("IMAGEGATE_URL_SECRET", secrets.token_urlsafe(32))
     os.environ["IMAGEGATE_BIND_HOST"] = host
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
     typer.echo(_banner(host, port))
+    for warning in warnings:
+        err_console.print(f"[yellow]warning[/]: {escape(warning)}")
     with _metrics_shared_by(workers):
         uvicorn.run(
             FACTORY,

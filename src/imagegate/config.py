@@ -257,6 +257,14 @@ class ImageGateConfig:
                 return dep
         raise NotFound(f"no deployment named {name!r}")
 
+    def model_names(self) -> tuple[str, ...]:
+        """Every name a caller may pass as ``model``: logical groups first, then deployment
+        names, then the catalog models the deployments serve (``deployments_for`` order)."""
+        names = dict.fromkeys(self.models)
+        names.update(dict.fromkeys(d.name for d in self.deployments))
+        names.update(dict.fromkeys(d.model for d in self.deployments))
+        return tuple(names)
+
     def deployments_for(self, model: str | None) -> tuple[DeploymentConfig, ...]:
         """Resolve what a caller asked for into candidate deployments, in preference order.
 

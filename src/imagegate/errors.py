@@ -15,6 +15,7 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     │   ├── NotFound                    404  (unknown model / deployment / job)
     │   ├── Conflict                    409  (idempotency key reused with another body)
     │   ├── RequestTimeout              408  the body stopped arriving
+    │   ├── ResponseGone                410  (an idempotency key's stored answer is gone)
     │   ├── PayloadTooLarge             413
     │   ├── RateLimited                 429  retry_after_s
     │   └── BudgetExceeded              429  budget, limit_usd, remaining_usd
@@ -57,6 +58,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RequestTimeout",
+    "ResponseGone",
     "StorageError",
     "UpstreamError",
     "UpstreamFailed",
@@ -172,9 +174,25 @@ class Conflict(ClientError):
     http_status = 409
 
 
+class ResponseGone(ClientError):
+    """The request already ran under its ``Idempotency-Key``, but the stored answer is gone, so it
+    cannot be replayed. Final for the key: running the request again could bill it twice, and
+    retrying cannot bring the answer back; a new ``Idempotency-Key`` runs it again."""
+
+    code = "idempotency_response_gone"
+    http_status = 410
+
+
 class PayloadTooLarge(ClientError):
     code = "payload_too_large"
     http_status = 413
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the upload that is too large (``image[1]``, ``mask``), when one is
+
+    def details(self) -> dict[str, Any]:
+        return {"param": self.field} if self.field is not None else {}
 
 
 class RequestTimeout(ClientError):

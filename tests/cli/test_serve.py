@@ -181,3 +181,72 @@ def test_a_host_that_is_not_an_address_names_the_option(
     assert result.exit_code == 2, result.output
     said = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())
     assert "--host: 'no-such-host.invalid' is not an address to listen on" in said
+
+
+AZURE = """
+deployments:
+  - name: swc
+    endpoint: https://swc.openai.azure.com
+    model: gpt-image-1
+    api_key: not-a-real-key
+    rpm: 6
+"""
+SHARED_ROUTING = "routing_state:\n  backend: redis\n  url: redis://127.0.0.1:6379/0\n"
+NO_REDIS = {"IMAGEGATE_REDIS_URL": "", "IMAGEGATE_DATABASE_URL": ""}
+ADMIN = {"IMAGEGATE_ADMIN_KEY": "admin-key-for-serve-tests"}
+RPM_WARNING = "each worker counts a key's rpm on its own"
+ROUTING_WARNING = "each worker keeps its own quota window"
+
+
+def _config(tmp_path: Path, text: str = AZURE) -> str:
+    path = tmp_path / "imagegate.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_workers_without_redis_are_warned_once_each_and_still_start(
+    tmp_path: Path, started: list[dict[str, Any]]
+) -> None:
+    result = _serve(tmp_path, "--config", _config(tmp_path), "--workers", "4", **NO_REDIS, **ADMIN)
+    assert result.exit_code == 0, result.output
+    assert [call["workers"] for call in started] == [4]
+    err = result.stderr
+    assert err.count(RPM_WARNING) == 1 and err.count(ROUTING_WARNING) == 1
+    assert "up to 4×N in all" in err and "Set IMAGEGATE_REDIS_URL" in err
+    assert "up to 4× a deployment's rpm" in err and "routing_state: {backend: redis}" in err
+    assert "admin-key-for-serve-tests" not in result.output
+
+
+def test_one_worker_or_shared_state_is_not_warned(tmp_path: Path, started: list[dict[str, Any]]) -> None:
+    result = _serve(tmp_path, "--config", _config(tmp_path), **NO_REDIS, **ADMIN)
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    shared = _config(tmp_path, AZURE + SHARED_ROUTING)
+    redis = {**NO_REDIS, "IMAGEGATE_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    result = _serve(tmp_path, "--config", shared, "--workers", "4", **redis, **ADMIN)
+    assert result.exit_code == 0 and "warning" not in result.stderr
+    assert [call["workers"] for call in started] == [1, 4]
+
+
+def test_the_rpm_warning_is_for_a_gateway_that_checks_keys(
+    tmp_path: Path, started: list[dict[str, Any]]
+) -> None:
+    # no admin key and no key: open mode (loopback), no key and so no rpm is ever checked
+    result = _serve(tmp_path, "--config", _config(tmp_path), "--workers", "2", **NO_REDIS)
+    assert result.exit_code == 0, result.output
+    assert RPM_WARNING not in result.stderr and result.stderr.count(ROUTING_WARNING) == 1
+    env = {**OPEN_MODE_ENV, **NO_REDIS, "IMAGEGATE_DATA_DIR": str(tmp_path / "data")}
+    created = CliRunner().invoke(app, ["keys", "create", "--name", "team", "--rpm", "30"], env=env)
+    assert created.exit_code == 0, created.output
+    result = _serve(tmp_path, "--config", _config(tmp_path), "--workers", "2", **NO_REDIS)
+    assert result.exit_code == 0 and result.stderr.count(RPM_WARNING) == 1
+    assert len(started) == 2
+
+
+def test_the_built_in_emulator_needs_no_shared_routing_state(
+    tmp_path: Path, started: list[dict[str, Any]]
+) -> None:
+    # zero config: each worker runs its own emulator, in-process, with quotas of its own
+    result = _serve(tmp_path, "--workers", "3", **NO_REDIS, **ADMIN)
+    assert result.exit_code == 0, result.output
+    assert ROUTING_WARNING not in result.stderr and result.stderr.count(RPM_WARNING) == 1
+    assert [call["workers"] for call in started] == [3]

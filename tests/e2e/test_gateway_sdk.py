@@ -7,7 +7,7 @@ import asyncio
 import base64
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +17,9 @@ import openai
 import pytest
 from PIL import Image
 
+from imagegate.config_load import load
+from imagegate.emulator import create_emulator_app
+from imagegate.emulator.config import default_emulator_config
 from imagegate.ports import KeyScope
 from imagegate.server.app import create_app
 from imagegate.server.background import serve_in_thread
@@ -228,3 +231,148 @@ def test_streaming_edit_partial_images(gateway: tuple[str, str, str]) -> None:
     )
     types = [event.type for event in stream]
     assert types == ["image_edit.partial_image", "image_edit.completed"]
+
+
+@pytest.fixture
+def faulty(tmp_path: Path) -> Iterator[tuple[str, Callable[[str, list[dict[str, object]]], None]]]:
+    """A gateway (open mode) over an emulator app whose faults a test scripts: (base URL,
+    ``set_faults(deployment, rules)``). Emulator latency off, small images."""
+    defaults = default_emulator_config()
+    deployments = tuple(d.model_copy(update={"image_bytes": "small"}) for d in defaults.deployments)
+    emulator = create_emulator_app(defaults.model_copy(update={"deployments": deployments}), time_scale=0.0)
+    upstream = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator))
+    settings = ServerSettings(data_dir=tmp_path, url_secret=b"e2e-secret-of-16-bytes", probe_tick_s=0)
+    app = create_app(load(None, {}), http_client=upstream, settings=settings, open_access=True)
+
+    def set_faults(deployment: str, rules: list[dict[str, object]]) -> None:
+        async def put() -> None:
+            transport = httpx.ASGITransport(app=emulator)
+            async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as admin:
+                r = await admin.put(f"/_emulator/deployments/{deployment}/faults", json=rules)
+                assert r.status_code == 200, r.text
+
+        asyncio.run(put())
+
+    with serve_in_thread(app) as url:
+        yield url, set_faults
+
+
+def _requests_seen(url: str, route: str) -> float:
+    """How many requests the gateway answered on ``route`` (its own Prometheus counter)."""
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("imagegate_requests_total{") and f'route="{route}"' in line
+    )
+
+
+def test_sdk_retries_are_not_stacked_on_the_gateways_upstream_retries(
+    faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]],
+) -> None:
+    """Upstream answers 429 to everything: the gateway spends its own attempts, then answers 429
+    with x-should-retry: false, and the SDK (default max_retries=2) raises at once instead of
+    sending the request twice more (each of which would spend the gateway's attempts again)."""
+    url, set_faults = faulty
+    set_faults("gpt-image-1-mini", [{"kind": "status", "status": 429, "retry_after_s": 0}])
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="any")  # the SDK's default retries
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.images.generate(model="gpt-image-1-mini", prompt="a fox", quality="low")
+    headers = limited.value.response.headers
+    assert headers["x-should-retry"] == "false"
+    assert int(headers["x-imagegate-attempts"]) > 1  # the gateway did retry upstream
+    assert _requests_seen(url, "/v1/images/generations") == 1
+
+
+def test_translation_and_bad_numbers_through_the_sdk(gateway: tuple[str, str, str]) -> None:
+    """`x-imagegate-translate: true` maps DALL-E 3 values for the model served (it was refused by
+    the budget estimate before the pipeline could translate); an absurd `n` is a 400 naming it
+    (it was a 500 for n=-1, a 429 "budget exceeded" for n=2**40)."""
+    url, key, _ = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    raw = client.images.with_raw_response.generate(
+        model="gpt-image-1", prompt="a fox", quality="hd", extra_headers={"x-imagegate-translate": "true"}
+    )
+    assert raw.headers["x-imagegate-translated"] == "quality"
+    assert raw.parse().quality == "high"  # what was made; the header says it was changed
+    for n in (-1, 0, 2**40):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.images.generate(model="gpt-image-1", prompt="a fox", n=n)
+        assert bad.value.param == "n", n
+
+
+def test_azure_client_unknown_deployment_is_not_found(gateway: tuple[str, str, str]) -> None:
+    """Azure answers a deployment path that names nothing with 404 `DeploymentNotFound` (after
+    checking the key): `AzureOpenAI` callers get `NotFoundError`, as from Azure. (The OpenAI
+    route keeps OpenAI's answer to an unknown image model: a 400 naming `model`.)"""
+    url, key, _ = gateway
+    client = openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.images.generate(model="no-such-deployment", prompt="a fox")
+    assert missing.value.code == "DeploymentNotFound"
+    assert "no-such-deployment" in missing.value.message and "gpt-image-1" in missing.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.images.edit(model="no-such-deployment", image=("a.png", _png_bytes(64, 64)), prompt="x")
+    with pytest.raises(openai.BadRequestError) as no_edits:  # a served model that cannot edit: 400
+        client.images.edit(model="dall-e-3", image=("a.png", _png_bytes(64, 64)), prompt="x")
+    assert no_edits.value.param == "model"
+    anonymous = openai.AzureOpenAI(
+        azure_endpoint=url, api_version=API_VERSION, api_key="ig-wrong-key-123456789012345", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):  # the key first, as Azure does
+        anonymous.images.generate(model="no-such-deployment", prompt="a fox")
+
+
+def test_models_through_both_clients(gateway: tuple[str, str, str]) -> None:
+    """`client.models.list()/retrieve()`: `OpenAI` reads /v1/models, `AzureOpenAI` /openai/models."""
+    url, key, _ = gateway
+    for client in (
+        openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0),
+        openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key=key, max_retries=0),
+    ):
+        ids = [m.id for m in client.models.list()]
+        assert ids[:2] == ["default", "gpt-image-1"] and "dall-e-3" in ids
+        assert client.models.retrieve("gpt-image-1-mini").id == "gpt-image-1-mini"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("no-such-model")
+
+
+def test_an_sdk_timeout_does_not_become_stacked_retries(
+    faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]],
+) -> None:
+    """An upstream that hangs and an SDK with a 3 s timeout: the gateway's deadline ends before the
+    SDK's timeout (it announces it as `x-stainless-read-timeout`), with a 504 the SDK does not
+    retry. Before, the SDK timed out and sent the request twice more while the gateway went on
+    with each one (3 gateway requests, 5 upstream attempts, for one `images.generate`)."""
+    url, set_faults = faulty
+    set_faults("gpt-image-1-mini", [{"kind": "hang", "phase": "after", "delay_s": 8}])
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="any", timeout=3)  # the SDK's default retries
+    with pytest.raises(openai.InternalServerError) as late:
+        client.images.generate(model="gpt-image-1-mini", prompt="a fox", quality="low")
+    assert late.value.status_code == 504 and late.value.code == "deadline_exceeded"
+    assert "x-imagegate-degrade: true" in late.value.message  # how to get a lower quality in time
+    assert late.value.response.headers["x-should-retry"] == "false"
+    assert _requests_seen(url, "/v1/images/generations") == 1
+
+
+@pytest.mark.parametrize("operation", ["generate", "edit"])
+def test_an_upstream_error_mid_stream_is_an_sse_error_the_sdk_raises(
+    faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]], operation: str
+) -> None:
+    url, set_faults = faulty
+    set_faults("gpt-image-1-mini", [{"kind": "stream_error"}])  # after the first partial image
+    client = openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key="any", max_retries=0)
+    common = {"model": "gpt-image-1-mini", "prompt": "a fox", "quality": "low", "partial_images": 2}
+    if operation == "edit":
+        stream = client.images.edit(image=("a.png", _png_bytes(64, 64)), stream=True, **common)
+    else:
+        stream = client.images.generate(stream=True, **common)
+    seen: list[str] = []
+    with pytest.raises(openai.APIError) as failed:
+        for event in stream:
+            seen.append(event.type)
+    prefix = "image_edit" if operation == "edit" else "image_generation"
+    assert seen == [f"{prefix}.partial_image"]
+    body = failed.value.body
+    assert isinstance(body, dict) and {"message", "type", "param", "code"} <= set(body)
+    assert body["code"] == "upstream_failed" and body["deployment"] == "gpt-image-1-mini"

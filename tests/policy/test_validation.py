@@ -67,6 +67,7 @@ def test_dalle3_migrants_get_a_clear_error_pointing_at_translate(
         validate(req, G1, CAT)
     assert info.value.field == field
     assert "dall-e-3" in str(info.value) and "translate=True" in str(info.value)
+    assert "x-imagegate-translate: true" in str(info.value)  # the way in for SDK callers of the gateway
 
 
 def test_translate_maps_dalle3_parameters_and_lists_changes() -> None:
@@ -94,6 +95,18 @@ def test_gpt_image_2_size_rule_errors_say_why() -> None:
         validate(ImageRequest(prompt="x", size="1000x1000"), g2, CAT)
     with pytest.raises(InvalidRequest, match="aspect"):
         validate(ImageRequest(prompt="x", size="3072x992"), g2, CAT)
+
+
+@pytest.mark.parametrize(
+    "size", ["\u00b2x\u00b2", "\uff11\uff10\uff12\uff14x\uff11\uff10\uff12\uff14", "+1024x1024", " 1024x1024"]
+)
+def test_sizes_are_ascii_digits(size: str) -> None:
+    """``"²x²"`` crashed ``int()`` (a 500 at the gateway); full-width digits passed as 1024x1024
+    and were sent upstream as they were."""
+    g2 = CAT.get("gpt-image-2")
+    with pytest.raises(InvalidRequest) as refused:
+        validate(ImageRequest(prompt="x", size=size), g2, CAT)
+    assert refused.value.field == "size"
 
 
 def edit(**kwargs: object) -> EditRequest:

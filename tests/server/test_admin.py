@@ -12,7 +12,7 @@ from imagegate.server.app import build_app
 from imagegate.server.governance import Governance
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.service import ImageService
-from imagegate.server.state import GatewayState
+from imagegate.server.state import GatewayState, ModelEntry
 from imagegate.stores.memory import MemoryStores
 
 from .fakes import FakeBackend
@@ -21,13 +21,18 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ADMIN = "admin-secret-for-tests"
 
 
+# what GET /v1/models lists: logical models, deployment names, catalog models (``models_of``)
+SERVED = ("cheap", "gpt-image-1-swc", "gpt-image-1", "dall-e-3")
+
+
 def _app(stores: MemoryStores, admin_key: str | None) -> httpx.AsyncClient:
     gov = Governance(
         keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW
     )
     metrics = GatewayMetrics()
     svc = ImageService(backend=FakeBackend(), governance=gov, metrics=metrics)
-    app = build_app(GatewayState(metrics=metrics, images=svc, admin_key=admin_key))
+    models = tuple(ModelEntry(name) for name in SERVED)
+    app = build_app(GatewayState(metrics=metrics, images=svc, admin_key=admin_key, models=lambda: models))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
 
 
@@ -89,6 +94,21 @@ async def test_bad_key_body_is_400_naming_the_field(gw: httpx.AsyncClient) -> No
     assert r.json()["error"]["param"] == "rpm"
     r = await gw.post("/admin/keys", headers=AUTH, json={"name": "x", "colour": "red"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "colour"
+
+
+async def test_a_model_the_gateway_does_not_serve_is_refused_naming_what_is(
+    gw: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    # a typo used to be kept, and every request with the key was then a 403
+    r = await gw.post("/admin/keys", headers=AUTH, json={"name": "x", "models": ["cheap", "gpt-imgae-1"]})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "models" and "'gpt-imgae-1'" in err["message"]
+    assert all(name in err["message"] for name in (*SERVED, "default"))  # default: no model named
+    assert await stores.keys.list() == [] and [e async for e in stores.audit.export()] == []
+    for name in (*SERVED, "default"):
+        r = await gw.post("/admin/keys", headers=AUTH, json={"name": name, "models": [name]})
+        assert r.status_code == 201, r.text
 
 
 async def test_revoking_unknown_key_is_404(gw: httpx.AsyncClient) -> None:

@@ -202,3 +202,39 @@ async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None
     r = await client.delete("/healthz")
     assert r.status_code == 405
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+def _after_attempts(exc: ImageGateError, count: int) -> ImageGateError:
+    exc.attempts = tuple(
+        AttemptRecord(number=i + 1, deployment="eastus", outcome="rate_limit_exceeded", status_code=429)
+        for i in range(count)
+    )
+    return exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RateLimited("deployment eastus answered 429", retry_after_s=5),
+        NoDeploymentAvailable("every deployment is unavailable", retry_after_s=5),
+    ],
+)
+async def test_after_the_gateways_own_attempts_the_sdk_must_not_retry(
+    app: FastAPI, client: httpx.AsyncClient, exc: ImageGateError
+) -> None:
+    """A 429/503 that the gateway met *upstream*, after spending its own retries: the SDK's two
+    retries on top would triple the upstream attempts (and each waits retry-after again)."""
+    _raising_app(app, _after_attempts(exc, 3))
+    r = await client.get("/boom")
+    assert r.headers["x-should-retry"] == "false"
+    assert r.headers["x-imagegate-attempts"] == "3"
+    assert r.headers["retry-after"] == "5"  # still says when capacity returns, for the caller to decide
+
+
+async def test_a_per_key_rate_limit_leaves_the_retry_to_the_sdk(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    _raising_app(app, RateLimited("key rpm", retry_after_s=5))  # no upstream attempt was made
+    r = await client.get("/boom")
+    assert "x-should-retry" not in r.headers
+    assert "x-imagegate-attempts" not in r.headers

@@ -1,14 +1,21 @@
 """schemathesis over the served OpenAPI document: no 5xx, every error in OpenAI's shape.
 
-The app under test is the real gateway (``create_app``: parsing, governance, the library's
-validation and pipeline) over the in-process emulator with small images, in open mode, with an
-admin key. Bounded and deterministic (``derandomize``): at most 50 generated examples per
-operation, so a failure reproduces and the run stays within seconds.
+The app under test is the real gateway (``create_app``: parsing, governance with a key store,
+the library's validation and pipeline) over the in-process emulator with small images; image
+routes are called with a virtual key, admin routes with the admin key. Bounded and deterministic
+(``derandomize``): at most 50 generated examples per operation, so a failure reproduces and the
+run stays within seconds.
+
+Random strings almost never name a model, so half of the generated ``model`` values (in a path
+or a body) are replaced by a model the gateway serves: otherwise the Azure deployment routes
+would only ever meet "unknown model" and never reach the upstream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +23,20 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from imagegate.config_load import load
 from imagegate.emulator import create_emulator_app
 from imagegate.emulator.config import default_emulator_config
+from imagegate.ports import KeyScope
 from imagegate.server.app import create_app
 from imagegate.server.settings import ServerSettings
+from imagegate.stores.memory import MemoryKeyStore
+
+ADMIN_KEY = "fuzz-admin"
+KEYS = MemoryKeyStore()
+CLIENT_KEY = asyncio.run(KEYS.create("fuzz-client", KeyScope(), datetime.now(UTC))).plaintext
+SERVED = ("default", "gpt-image-1", "gpt-image-1-mini", "gpt-image-2", "dall-e-3")
 
 
 def _app() -> Any:
@@ -37,15 +52,40 @@ def _app() -> Any:
         config,
         http_client=client,
         settings=ServerSettings(
-            admin_key="fuzz-admin", url_secret=b"fuzz-secret-16-bytes", data_dir=Path(tempfile.mkdtemp())
+            admin_key=ADMIN_KEY,
+            url_secret=b"fuzz-secret-16-bytes",
+            data_dir=Path(tempfile.mkdtemp()),
+            probe_tick_s=0,
         ),
-        open_access=True,
+        keys=KEYS,
+        open_access=False,
     )
     return app
 
 
-STATUSES: dict[tuple[str, int], int] = {}
+STATUSES: dict[tuple[str, str, int], int] = {}
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
+
+
+def _served_or_as_is(values: dict[str, Any], name: str) -> st.SearchStrategy[dict[str, Any]]:
+    return st.one_of(st.just(values), st.sampled_from(SERVED).map(lambda model: {**values, name: model}))
+
+
+@schema.hook
+def flatmap_path_parameters(
+    context: Any, path_parameters: dict[str, Any] | None
+) -> st.SearchStrategy[dict[str, Any] | None]:
+    for name in ("model", "model_id"):
+        if path_parameters and name in path_parameters:
+            return _served_or_as_is(path_parameters, name)
+    return st.just(path_parameters)
+
+
+@schema.hook
+def flatmap_body(context: Any, body: Any) -> st.SearchStrategy[Any]:
+    if isinstance(body, dict) and "model" in body and "prompt" in body:
+        return _served_or_as_is(body, "model")
+    return st.just(body)
 
 
 @schema.parametrize()
@@ -57,10 +97,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
     database=None,
 )
 def test_no_5xx_and_errors_are_openai_shaped(case: schemathesis.Case) -> None:
-    # the admin routes are fuzzed as the admin (else everything there is a 401)
-    headers = {"authorization": "Bearer fuzz-admin"} if case.path.startswith("/admin") else None
-    response = case.call(headers=headers)
-    STATUSES[case.path, response.status_code] = STATUSES.get((case.path, response.status_code), 0) + 1
+    # the admin routes are fuzzed as the admin, the others with a virtual key (else all is 401)
+    key = ADMIN_KEY if case.path.startswith("/admin") else CLIENT_KEY
+    response = case.call(headers={"authorization": f"Bearer {key}"})
+    seen = (case.method, case.path, response.status_code)
+    STATUSES[seen] = STATUSES.get(seen, 0) + 1
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:500])
     if response.status_code >= 400:
         body = response.json()
@@ -72,8 +113,16 @@ def test_no_5xx_and_errors_are_openai_shaped(case: schemathesis.Case) -> None:
 
 
 def test_the_fuzz_reached_the_upstream() -> None:
-    """Guard against a fuzz that only ever meets validation: some generations must succeed."""
+    """Guard against a fuzz that only ever meets validation or authorization: every image route
+    (both shapes, generations and edits) must have answered 200 at least once, and the admin
+    and model routes must have done what they are for."""
     if not STATUSES:
         pytest.skip("the fuzz test did not run in this session")
-    ok = sum(n for (path, status), n in STATUSES.items() if status == 200 and path.endswith("/generations"))
-    assert ok > 0, STATUSES
+    succeeded = {(method, path) for (method, path, status), n in STATUSES.items() if status < 300 and n}
+    wanted = {
+        ("POST", f"{prefix}/images/{operation}")
+        for prefix in ("/v1", "/openai/v1", "/openai/deployments/{model}")
+        for operation in ("generations", "edits")
+    }
+    wanted |= {("POST", "/admin/keys"), ("GET", "/admin/keys"), ("GET", "/v1/models/{model_id}")}
+    assert wanted <= succeeded, sorted(wanted - succeeded)

@@ -23,8 +23,8 @@ from imagegate.server.governance import Governance
 from imagegate.stores.memory import MemoryStores
 from imagegate.types import GeneratedImage, ImageRequest, PartialImage
 
-from .fakes import PNG_B64, FakeBackend, FakeRates
-from .test_images import local_blobs, make_app
+from .fakes import PNG, PNG_B64, FakeBackend, FakeRates
+from .test_images import Clock, local_blobs, make_app
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -427,6 +427,86 @@ async def test_an_idempotent_replay_and_a_conflict_are_recorded_and_cost_nothing
         "replayed",
         "conflict",
     ]
+
+
+async def test_an_idempotent_replay_hands_out_image_urls_that_work_for_their_full_lifetime(
+    stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    # URLs live 600 s here (3600 s by default), replays 24 h: a replay handing out the first
+    # answer's URLs gave dead links. It signs them anew, for the full lifetime from the replay.
+    clock = Clock()
+    gov = Governance(keys=stores.keys, ledger=stores.ledger, audit=stores.audit, now=clock)
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
+    key = (await stores.keys.create("t", KeyScope(), NOW)).plaintext
+    headers = {"api-key": key, "idempotency-key": "urls-1"}
+    body = {"prompt": "x", "n": 2, "response_format": "url"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        first = await c.post(GEN, json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        clock.t += timedelta(hours=5)
+        replay = await c.post(GEN, json=body, headers=headers)
+        assert replay.status_code == 200 and replay.headers["x-imagegate-idempotent-replay"] == "true"
+        clock.t += timedelta(seconds=599)  # 599 s after the replay: its URLs still work
+        for item in replay.json()["data"]:
+            got = await c.get(item["url"])
+            assert got.status_code == 200 and got.content == PNG
+        old = await c.get(first.json()["data"][0]["url"])
+        assert old.status_code == 403 and "expired" in old.json()["error"]["message"]
+        clock.t += timedelta(seconds=1)
+        assert (await c.get(replay.json()["data"][0]["url"])).status_code == 403
+    assert len(backend.calls) == 1
+    # the same answer otherwise: the same images (the URL's path), the same fields and headers
+    a, b = first.json(), replay.json()
+    assert [u["url"].split("?")[0] for u in a["data"]] == [u["url"].split("?")[0] for u in b["data"]]
+    assert [u["url"] for u in a["data"]] != [u["url"] for u in b["data"]]
+    for got in (a, b):
+        for item in got["data"]:
+            item.pop("url")
+    assert a == b and list(a) == list(b)
+    assert replay.headers["x-imagegate-cost-usd"] == first.headers["x-imagegate-cost-usd"]
+
+
+def _delete_the_only_file(root: Path) -> None:
+    [stored] = [p for p in root.rglob("*") if p.is_file()]
+    stored.unlink()
+
+
+@pytest.mark.parametrize("kept_in", ["image store", "memory"])
+async def test_a_replay_whose_stored_answer_is_gone_is_a_final_410_not_a_retry_later(
+    kept_in: str, stores: MemoryStores, backend: FakeBackend, tmp_path: Path
+) -> None:
+    # The first answer was made (and billed), but its stored copy is gone: its file was deleted,
+    # or it was kept in the memory of a process that has gone since. Running the request again
+    # would bill it twice; a 503 "retry later" (404 "no image" from the image store) answered
+    # every retry until the key expired, 24 h later. A 410 is final (the openai SDK retries 408,
+    # 409, 429 and 5xx) and says what happened and what to do.
+    gov = Governance(keys=stores.keys, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW)
+    blobs = {"blobs": local_blobs(tmp_path)} if kept_in == "image store" else {}
+    key = (await stores.keys.create("t", KeyScope(), NOW)).plaintext
+    headers = {"api-key": key, "idempotency-key": "gone-1"}
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, **blobs)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        assert (await c.post(GEN, json={"prompt": "x"}, headers=headers)).status_code == 200
+    if kept_in == "image store":
+        _delete_the_only_file(tmp_path)  # the stored answer (b64_json: no image file)
+    else:  # another process (or this one, restarted) sharing the idempotency store
+        app = make_app(backend, governance=gov, idempotency=stores.idempotency)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        again = await c.post(GEN, json={"prompt": "x"}, headers=headers)
+        assert again.status_code == 410, again.text
+        assert again.headers["x-should-retry"] == "false" and "retry-after" not in again.headers
+        err = again.json()["error"]
+        assert err["code"] == "idempotency_response_gone" and err["type"] == "invalid_request_error"
+        message = err["message"]
+        assert "'gone-1'" in message and "not run again" in message and "new Idempotency-Key" in message
+        assert (await c.post(GEN, json={"prompt": "x"}, headers=headers)).status_code == 410  # and stays so
+        assert len(backend.calls) == 1  # never run a second time
+        row = next(e for e in await stores.ledger.entries(request_id=again.headers["x-request-id"]))
+        assert (row.status, row.http_status, row.error_code, row.cost_usd) == (
+            "rejected", 410, "idempotency_response_gone", 0,
+        )  # fmt: skip
+        fresh = await c.post(GEN, json={"prompt": "x"}, headers={**headers, "idempotency-key": "gone-2"})
+        assert fresh.status_code == 200 and len(backend.calls) == 2
 
 
 async def test_a_failure_nothing_was_billed_for_releases_the_hold(

@@ -149,6 +149,27 @@ async def test_signed_url_expires(backend: FakeBackend, tmp_path: Path) -> None:
     assert "expired" in r.json()["error"]["message"]
 
 
+async def test_signed_url_is_cached_no_longer_than_it_lives(backend: FakeBackend, tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(backend, governance=Governance(now=clock), blobs=local_blobs(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        body = (await c.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})).json()
+        url = body["data"][0]["url"]
+        assert (await c.get(url)).headers["cache-control"] == "private, max-age=600, immutable"
+        clock.t += timedelta(seconds=590)  # a cached copy must not outlive the URL's expiry
+        assert (await c.get(url)).headers["cache-control"] == "private, max-age=10, immutable"
+
+
+@pytest.mark.parametrize("expires", ["\u00b2", "\u0661\u0662", "\uff11", "-1", "1e9", " 1", ""])
+async def test_a_malformed_expiry_is_a_404_not_a_500(gw: httpx.AsyncClient, expires: str) -> None:
+    r = await gw.post("/v1/images/generations", json={"prompt": "x", "response_format": "url"})
+    url = httpx.URL(r.json()["data"][0]["url"])
+    bad = url.copy_set_param("expires", expires)
+    got = await gw.get(bad)
+    assert got.status_code == 404, got.text
+    assert got.json()["error"]["code"] == "not_found"
+
+
 async def test_url_without_blob_store_is_a_clear_400(backend: FakeBackend) -> None:
     app = make_app(backend)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
@@ -378,12 +399,44 @@ async def test_translated_fallback_and_degraded_headers(backend: FakeBackend, tm
     assert r.headers["x-imagegate-model"] == "gpt-image-1-mini"
 
 
+async def test_the_body_echoes_what_was_made_not_what_was_asked(backend: FakeBackend, tmp_path: Path) -> None:
+    """OpenAI's top-level ``size``/``quality``/``output_format`` describe the images generated:
+    after translation, a fallback or degradation they are the values used (never "hd" for a
+    gpt-image model), ``auto`` sizes are the real size, dropped parameters are not echoed."""
+    from dataclasses import replace
+
+    from imagegate.types import Change
+
+    original = backend._result
+
+    def changed(request: object) -> object:
+        result = original(request)  # type: ignore[arg-type]
+        changes = (
+            Change("quality", "hd", "high", "nearest"),
+            Change("quality", "high", "medium", "degraded: deadline"),
+            Change("background", "opaque", None, "unsupported"),
+        )
+        return replace(result, changes=changes)
+
+    backend._result = changed  # type: ignore[method-assign,assignment]
+    app = make_app(backend, blobs=local_blobs(tmp_path))
+    body = {"prompt": "x", "quality": "hd", "size": "auto", "background": "opaque", "output_format": "png"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.post("/v1/images/generations", json=body)
+        streamed = await c.post("/v1/images/generations", json={**body, "stream": True})
+    answer = r.json()
+    assert (answer["quality"], answer["size"], answer["output_format"]) == ("medium", "32x32", "png")
+    assert "background" not in answer
+    completed = _events(streamed.text)[-1][1]
+    assert (completed["quality"], completed["size"]) == ("medium", "32x32") and "background" not in completed
+
+
 async def test_per_request_option_headers_reach_the_backend(
     gw: httpx.AsyncClient, backend: FakeBackend
 ) -> None:
     headers = {
         "x-imagegate-translate": "true",
-        "x-imagegate-fallback": "cheap-chain",
+        "x-imagegate-fallback": "Same-Model",
         "x-imagegate-deadline-s": "30",
         "x-imagegate-degrade": "yes",
     }
@@ -391,17 +444,42 @@ async def test_per_request_option_headers_reach_the_backend(
     assert r.status_code == 200
     assert backend.options[-1].kwargs() == {
         "translate": True,
-        "fallback": "cheap-chain",
+        "fallback": "same-model",
         "deadline_s": 30.0,
         "degrade": True,
     }
+    calls = len(backend.calls)
     for name, bad in (
         ("x-imagegate-deadline-s", "soon"),
         ("x-imagegate-deadline-s", "-1"),
         ("x-imagegate-degrade", "maybe"),
+        ("x-imagegate-fallback", "cheap-chain"),  # the library takes a mode, not a chain's name
     ):
         r = await gw.post("/v1/images/generations", json={"prompt": "x"}, headers={name: bad})
         assert r.status_code == 400 and r.json()["error"]["param"] == name
+    assert len(backend.calls) == calls
+
+
+async def test_the_sdks_read_timeout_bounds_the_deadline(gw: httpx.AsyncClient, backend: FakeBackend) -> None:
+    """The openai SDK announces its read timeout; past it the SDK retries while the gateway would
+    work on for nobody, so the deadline ends a little before it (never for a stream)."""
+    gen = "/v1/images/generations"
+    await gw.post(gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": "60.0"})
+    assert backend.options[-1].deadline_s == 59.0
+    await gw.post(gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": "3"})
+    assert backend.options[-1].deadline_s == pytest.approx(2.7)
+    both = {"x-stainless-read-timeout": "60", "x-imagegate-deadline-s": "30"}
+    await gw.post(gen, json={"prompt": "x"}, headers=both)
+    assert backend.options[-1].deadline_s == 30.0
+    await gw.post(
+        gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": "60", "x-imagegate-deadline-s": "90"}
+    )
+    assert backend.options[-1].deadline_s == 59.0
+    for ignored in ("soon", "-1", "inf", "nan"):  # not our header: a bad value is never an error
+        r = await gw.post(gen, json={"prompt": "x"}, headers={"x-stainless-read-timeout": ignored})
+        assert r.status_code == 200 and backend.options[-1].deadline_s is None
+    await gw.post(gen, json={"prompt": "x", "stream": True}, headers={"x-stainless-read-timeout": "3"})
+    assert backend.options[-1].deadline_s is None  # a stream's read timeout is between events
 
 
 async def _sent(response: object) -> list[dict[str, object]]:

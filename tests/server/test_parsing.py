@@ -22,14 +22,22 @@ from .images import jpeg, png
 
 def test_generation_fields_are_typed() -> None:
     call = parse_generation(
-        b'{"prompt":"a fox","n":2,"size":"1024x1024","stream":true,"response_format":"url"}'
+        b'{"prompt":"a fox","n":2,"size":"1024x1024","stream":true,"response_format":"b64_json"}'
     )
     assert call.request.prompt == "a fox"
     assert call.request.n == 2
     assert call.request.size == "1024x1024"
     assert call.stream is True
-    assert call.response_format == "url"
+    assert call.response_format == "b64_json"
     assert call.request.response_format is None  # the gateway, not upstream, decides the format
+
+
+def test_a_stream_cannot_answer_with_urls() -> None:
+    """Streamed images are base64 events: ``response_format=url`` was silently ignored."""
+    with pytest.raises(InvalidRequest) as refused:
+        parse_generation(b'{"prompt":"x","stream":true,"response_format":"url"}')
+    assert refused.value.field == "response_format"
+    assert parse_generation(b'{"prompt":"x","stream":true,"response_format":"b64_json"}').stream
 
 
 def test_azure_path_model_overrides_body_model() -> None:
@@ -105,6 +113,14 @@ async def test_single_image_multiple_images_and_mask(edit_client: httpx.AsyncCli
         ({"prompt": "x", "colour": "red"}, [("image", ("a.png", png(), "image/png"))], 400, "colour"),
         ({"prompt": "x"}, [("image", ("a.txt", b"hello, not an image", "image/png"))], 400, "image"),
         ({"prompt": "x"}, [("image", ("a.png", png(), "image/png"))] * 4, 400, "image"),
+        # past the parser's own file limit (images + a mask): still the field, not "body"
+        ({"prompt": "x"}, [("image[]", ("a.png", png(), "image/png"))] * 5, 400, "image"),
+        (
+            {"prompt": "x"},
+            [("image[]", ("a.png", png(), "image/png"))] * 4 + [("mask", ("m.png", png(), "image/png"))],
+            400,
+            "image",
+        ),
         ({"prompt": "x"}, [("image", ("big.png", png(400, 400), "image/png"))], 400, "image"),
         (
             {"prompt": "x"},
@@ -137,6 +153,16 @@ async def test_oversized_file_is_413(edit_client: httpx.AsyncClient) -> None:
     r = await edit_client.post("/edit", data={"prompt": "x"}, files={"image": ("a.png", noisy, "image/png")})
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
+    assert r.json()["error"]["param"] == "image"
+    files = [("image", ("a.png", png(), "image/png")), ("mask", ("m.png", noisy[:10_001], "image/png"))]
+    r = await edit_client.post("/edit", data={"prompt": "x"}, files=files)
+    assert r.status_code == 413 and r.json()["error"]["param"] == "mask"
+
+
+async def test_too_many_files_says_what_is_allowed(edit_client: httpx.AsyncClient) -> None:
+    files = [("image[]", ("a.png", png(), "image/png"))] * 5
+    error = (await edit_client.post("/edit", data={"prompt": "x"}, files=files)).json()["error"]
+    assert "at most 3 images" in error["message"] and "one mask" in error["message"]
 
 
 async def test_decompression_bomb_header_is_refused_without_decoding(edit_client: httpx.AsyncClient) -> None:

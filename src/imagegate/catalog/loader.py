@@ -37,9 +37,12 @@ PriceKind = Literal["tokens", "per_image"]
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
-    """``"1024x1536"`` → ``(1024, 1536)``; anything else (``"auto"``, junk) → ``None``."""
+    """``"1024x1536"`` → ``(1024, 1536)``; anything else (``"auto"``, junk) → ``None``.
+
+    ASCII digits only: ``str.isdigit`` is also true for ``"²"`` (which ``int`` refuses) and for
+    full-width digits (which ``int`` reads, but no upstream would)."""
     w, sep, h = size.partition("x")
-    if not sep or not w.isdigit() or not h.isdigit():
+    if not sep or not (w.isascii() and w.isdigit()) or not (h.isascii() and h.isdigit()):
         return None
     return int(w), int(h)
 

@@ -1,18 +1,27 @@
-"""``imagegate keys create|list|update|revoke``: virtual API keys, their scopes and budgets."""
+"""``imagegate keys create|list|update|revoke``: virtual API keys, their scopes and budgets.
+
+``--models`` is checked against the gateway's configuration when the CLI has it (``--config``,
+else ``$IMAGEGATE_CONFIG`` or the Azure variables, as ``imagegate serve`` finds it): a name the
+gateway does not serve is refused. Without one the names cannot be checked, and a note says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import typer
+from rich.markup import escape
 
 from imagegate.cli.database import database_option, now_utc, open_database, pepper_option
 from imagegate.cli.running import err_console, fail_on_errors, out_console
-from imagegate.errors import InvalidRequest
+from imagegate.config_load import load
+from imagegate.errors import ConfigError, InvalidRequest
 from imagegate.policy.budget import Period, parse_usd
-from imagegate.policy.keys import QUALITY_RANK
+from imagegate.policy.keys import QUALITY_RANK, check_models
 from imagegate.ports import KeyScope
 from imagegate.stores.admin import KeyAdmin, KeyView
 from imagegate.stores.sql import SqlStores
@@ -20,6 +29,14 @@ from imagegate.stores.sql import SqlStores
 app = typer.Typer(help="Create, list, update and revoke virtual API keys.", no_args_is_help=True)
 
 ACTOR = "cli"
+
+config_option = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="The gateway's YAML configuration, to check --models against (default: $IMAGEGATE_CONFIG "
+    "or the Azure variables; without one, --models is not checked).",
+)
 
 
 def _admin(stores: SqlStores) -> KeyAdmin:
@@ -43,15 +60,43 @@ def _scope(
     for option, value in (("--max-n", max_n), ("--rpm", rpm)):
         if value is not None and value < 1:
             raise InvalidRequest.for_field(option, value, "a whole number >= 1")
-    names = tuple(m.strip() for item in models for m in item.split(",") if m.strip())
     return KeyScope(
-        models=names,
+        models=_names(models),
         max_quality=max_quality,
         max_n=max_n,
         rpm=rpm,
         budget_usd=None if budget is None else parse_usd("--budget-usd", budget),
         budget_period=budget_period,
     )
+
+
+def _names(models: list[str]) -> tuple[str, ...]:
+    return tuple(m.strip() for item in models for m in item.split(",") if m.strip())
+
+
+def _check_models(names: tuple[str, ...], config: Path | None) -> None:
+    """Refuse a model the gateway's configuration does not serve, when the CLI knows it."""
+    if not names:
+        return
+    try:
+        gateway = load(config, os.environ)
+    except ConfigError as exc:
+        if config is not None:  # asked for by name: its problems are the error
+            raise
+        where = f" ({exc.source})" if exc.source else ""
+        problems = "; ".join(exc.problems)
+        err_console.print(
+            f"[yellow]note[/]: --models not checked: the configuration{escape(where)} could not be "
+            f"loaded here: {escape(problems)}"
+        )
+        return
+    if gateway.source is None:
+        err_console.print(
+            "[yellow]note[/]: --models not checked against the gateway's models: no configuration "
+            "(give --config, or set IMAGEGATE_CONFIG)"
+        )
+        return
+    check_models(names, (*gateway.model_names(), gateway.default_model), field="--models")
 
 
 @app.command()
@@ -69,11 +114,13 @@ def create(
     period: str = typer.Option("month", "--period", help="Budget period: day, week, month or total."),
     database_url: str | None = database_option,
     key_pepper: str | None = pepper_option,
+    config: Path | None = config_option,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a key. Its value is printed once and cannot be shown again."""
     with fail_on_errors():
         scope = _scope(models, max_quality, max_n, rpm, budget_usd, period)
+        _check_models(scope.models, config)
 
         async def run() -> tuple[str, str, str]:
             async with open_database(database_url, key_pepper) as stores:
@@ -155,9 +202,12 @@ def update(
     ),
     period: str | None = typer.Option(None, "--period", help="Budget period: day, week, month or total."),
     database_url: str | None = database_option,
+    config: Path | None = config_option,
 ) -> None:
     """Change a key's scope or budget; unspecified settings stay as they are."""
     with fail_on_errors():
+        if models is not None and models != ["*"]:
+            _check_models(_names(models), config)
 
         async def run() -> tuple[str, KeyScope]:
             async with open_database(database_url) as stores:

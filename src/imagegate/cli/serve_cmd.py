@@ -2,7 +2,9 @@
 
 Thin on purpose: read flags, export what every worker must share, bind the port, hand over to
 uvicorn with the app factory ``imagegate.server.app:app_from_environ`` (which loads the
-configuration once per worker process, at start-up), and print the banner once it listens.
+configuration once per worker process, at start-up), and print the banner once it listens. With
+``--workers N`` it says first, once, what the workers would each enforce on their own without
+Redis: per-key rpm limits, routing state.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from imagegate.cli.running import fail_on_errors
+from imagegate.cli.running import err_console, fail_on_errors
 
 __all__ = ["serve"]
 
@@ -58,7 +61,7 @@ def serve(
     # Configuration, environment, database and open mode, checked once before any worker: one
     # clear message and exit code 2 (1: the database is down) instead of each worker's traceback.
     with fail_on_errors():
-        anyio.run(preflight, dict(os.environ), host)
+        warnings = anyio.run(preflight, dict(os.environ), host, workers)
     # Every worker must sign image URLs with the same secret, or a URL minted by one worker
     # would be refused by the next; generate one per `serve` when none is configured.
     os.environ.setdefault("IMAGEGATE_URL_SECRET", secrets.token_urlsafe(32))
@@ -80,6 +83,8 @@ def serve(
     # Bound before anything is announced or started: a taken port is one line and exit code 1;
     # the banner is printed once the gateway listens (cli.listen).
     with listen.bind_socket(host, port) as sock, _metrics_shared_by(workers):
+        for warning in warnings:
+            err_console.print(f"[yellow]warning[/]: {escape(warning)}")
         listen.run_announced(server, sock, _banner(host, port))
 
 

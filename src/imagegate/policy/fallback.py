@@ -406,6 +406,10 @@ def fit_deadline(
                     f"{q} ~{took:.1f} s)"
                 )
                 return Fit(q, Change("quality", wanted, q, why))
-    hint = "" if degrade else "; allow degrade=True for a lower quality"
+    hint = (
+        ""
+        if degrade
+        else "; allow degrade=True (HTTP gateway: x-imagegate-degrade: true) for a lower quality"
+    )
     reason = f"{spec.name} at {wanted} needs ~{need:.1f} s, {max(remaining_s, 0.0):.1f} s left{hint}"
     return TooSlow(wanted, need, reason)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
-from imagegate.errors import AuthenticationError, PermissionDenied
+from imagegate.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from imagegate.policy.budget import BudgetSpec, Period
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "KeyScope",
     "RequestScope",
     "authorize",
+    "check_models",
     "hash_key",
     "looks_like_key",
 ]
@@ -111,6 +112,20 @@ class Authorization:
     rpm: int | None
     budget: BudgetSpec | None
     models: tuple[str, ...] = ()  # what the key may be served by (fallbacks included); () = any
+
+
+def check_models(models: Sequence[str], served: Sequence[str], *, field: str = "models") -> None:
+    """Refuse a key scope naming a model the gateway does not serve: a typo would be kept, and
+    every request with the key refused (403) later. ``served``: the names a request may use
+    (``ImageGateConfig.model_names``, and the default model a request naming none is judged on)."""
+    unknown = [m for m in models if m not in served]
+    if unknown:
+        raise InvalidRequest.for_field(
+            field,
+            unknown[0] if len(unknown) == 1 else unknown,
+            "one of the models this gateway serves (logical models, deployment names, catalog "
+            "models): " + ", ".join(dict.fromkeys(served)),
+        )
 
 
 def _check_active(key: KeyRecord, now: datetime) -> None:

@@ -63,7 +63,10 @@ def _hint(field: str, value: object, spec: ModelSpec, catalog: Catalog | None) -
     if not others:
         return ""
     owners = " / ".join(others)
-    how = "pass translate=True (CLI: --translate) to map it to the nearest equivalent"
+    how = (
+        "pass translate=True (CLI: --translate; HTTP gateway: header x-imagegate-translate: true) "
+        "to map it to the nearest equivalent"
+    )
     return f"; {value!r} is a {owners} value: {how}"
 
 

@@ -123,10 +123,7 @@ def build_app(state: GatewayState, *, lifespan: Lifespan | None = None) -> FastA
 def models_of(config: ImageGateConfig) -> tuple[ModelEntry, ...]:
     """Every name a client may pass as ``model``: logical groups first, then deployment names,
     then the catalog models the deployments serve (``ImageGateConfig.deployments_for`` order)."""
-    names: dict[str, None] = dict.fromkeys(config.models)
-    names.update(dict.fromkeys(d.name for d in config.deployments))
-    names.update(dict.fromkeys(d.model for d in config.deployments))
-    return tuple(ModelEntry(n) for n in names)
+    return tuple(ModelEntry(n) for n in config.model_names())
 
 
 def create_app(

@@ -38,7 +38,8 @@ class ImageBackend(Protocol):
         self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
     ) -> Decimal:
         """The most the request may cost (with ``options``' fallbacks, streamed or not), to hold
-        against budgets: never less than it is billed, so concurrent requests cannot overspend."""
+        against budgets: never less than it is billed, so concurrent requests cannot overspend.
+        Raises ``InvalidRequest`` for a request the pipeline would refuse (before any hold)."""
         ...
 
     def quality_of(self, request: ImageRequest) -> str | None:

@@ -11,10 +11,11 @@ Headers, decided here and nowhere else:
 * ``connection: close`` on a 408 (the body stopped arriving: what is left of it must not be
   read as the next request on the connection).
 * ``x-should-retry: false`` when a retry by the caller cannot help or could double-bill: every
-  client error except a per-key rate limit (a 429 after the gateway's own upstream attempts is
-  not one), every upstream failure (the gateway's own upstream
-  client already spent its attempts, so the SDK's two retries would multiply them), storage
-  errors and unexpected 500s (the image may already have been generated and billed).
+  client error except a per-key rate limit, every upstream failure, and any error met after
+  upstream attempts, such as a 429 or "no deployment" once routing gave up (the gateway's own
+  upstream client already spent its attempts, so the SDK's two retries would multiply them),
+  storage errors and unexpected 500s (the image may already have been generated and billed).
+* ``x-imagegate-attempts`` on an error met after upstream attempts: how many were made.
 * ``x-request-id`` is added by the request-id middleware, not here; the body of a 500 names it.
 
 Validation errors from FastAPI/pydantic are rendered in the same shape with the field named in
@@ -112,12 +113,15 @@ def _retry_after(exc: ImageGateError) -> float | None:
 
 
 def _should_retry(exc: ImageGateError, retry_after_s: float | None) -> bool | None:
-    """``False`` where a caller's retry is useless or risky; ``None`` leaves the SDK's default."""
+    """``False`` where a caller's retry is useless or risky; ``None`` leaves the SDK's default.
+
+    An error met after upstream attempts (``exc.attempts``: a 429 storm, every deployment gone)
+    is never retried by the caller: the gateway already spent its retries and fail-over, and each
+    of the SDK's two retries would spend them all again."""
+    if exc.attempts:
+        return False
     if isinstance(exc, RateLimited):
-        # a key's rpm, or no capacity before the deadline: waiting retry-after and retrying is
-        # right; Azure's 429s the gateway already retried and failed over: the SDK's retries
-        # would run all of that again, into the same storm
-        return False if exc.attempts else None
+        return None  # a key's rpm, or no capacity before the deadline: waiting retry-after is right
     if isinstance(exc, NoDeploymentAvailable):
         return None if retry_after_s is not None else False
     return False
@@ -155,6 +159,8 @@ def render_error(exc: ImageGateError, *, request_id: str | None = None) -> Respo
     if isinstance(exc, RequestTimeout):
         # the rest of a stalled body may still come: never read it as the next request
         response.headers["connection"] = "close"
+    if exc.attempts:
+        response.headers["x-imagegate-attempts"] = str(len(exc.attempts))
     return response
 
 

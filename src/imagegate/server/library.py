@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 
 from imagegate.api import AsyncImageGate
-from imagegate.errors import ImageGateError
-from imagegate.policy.fallback import chain_targets, may_serve, parse_mode
+from imagegate.errors import ImageGateError, InvalidRequest
+from imagegate.policy.fallback import chain_targets, dialect_of, may_serve, parse_mode
 from imagegate.policy.pricing import reservation_estimate
+from imagegate.policy.validation import validate
 from imagegate.server.backend import NO_OPTIONS, StreamItem
 from imagegate.server.options import RequestOptions
 from imagegate.types import EditRequest, ImageRequest, ImageResult
@@ -70,6 +72,11 @@ class LibraryBackend:
     async def stream(
         self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
     ) -> AsyncIterator[StreamItem]:
+        spec = self.gate.spec_for(request.model)
+        if not spec.streaming:  # say so about what the client sent, not the partial_images default
+            raise InvalidRequest.for_field(
+                "stream", True, f"false for {spec.name}, which does not stream partial images"
+            )
         params: dict[str, Any] = {"model": request.model, **options.kwargs()}
         if isinstance(request, EditRequest):
             params.update(_given(request, _EDIT))
@@ -111,13 +118,29 @@ class LibraryBackend:
         """The most the request may be billed, to hold against budgets (``policy.pricing.
         reservation_estimate``): the highest over every model and deployment that may serve it
         (the fallback chain under ``options``), since a costlier fallback must fit the budget too.
-        A request no deployment serves holds nothing: the pipeline refuses it before sending."""
+        A request no deployment serves holds nothing: the pipeline refuses it before sending.
+
+        The request is first checked as the pipeline will check it for the first deployment of
+        its model (translated when the header, else the configuration, asks): a request that
+        would be refused is refused here, before anything is held, with a 400 naming the field,
+        not a 500 for a negative ``n`` or a 429 for the hold of an absurd one. Edit images are
+        inspected once, by the pipeline, not here."""
         config, catalog = self.gate.config, self.gate.catalog
         try:
             model = self.gate.spec_for(request.model).name
             mode = parse_mode(options.fallback)
         except (ImageGateError, KeyError, ValueError):
             return Decimal(0)
+        first = config.deployments_for(request.model)
+        if first:
+            translate = config.translate if options.translate is None else options.translate
+            validate(
+                _without_images(request),
+                catalog.get(first[0].model),
+                catalog,
+                translate=translate,
+                dialect=dialect_of(first[0]),
+            )
         allowed = options.fallback_models
         reachable = [
             t
@@ -154,3 +177,10 @@ class LibraryBackend:
             return self.gate.spec_for(request.model).default_quality
         except (ImageGateError, KeyError, ValueError):
             return None
+
+
+def _without_images(request: ImageRequest) -> ImageRequest:
+    """The parameters of a request (an edit's, without its images) as a plain ``ImageRequest``."""
+    if type(request) is ImageRequest:
+        return request
+    return ImageRequest(**{f.name: getattr(request, f.name) for f in fields(ImageRequest)})

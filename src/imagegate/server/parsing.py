@@ -104,6 +104,12 @@ def _call(typed: dict[str, Any], model: str | None, **extra: Any) -> ParsedCall:
     response_format = typed.pop("response_format", None)
     if response_format not in (None, "url", "b64_json"):
         raise InvalidRequest.for_field("response_format", response_format, "one of url, b64_json")
+    if stream and response_format == "url":
+        raise InvalidRequest.for_field(
+            "response_format",
+            response_format,
+            "b64_json with stream=true (streamed images are base64 events)",
+        )
     if model is not None:
         typed["model"] = model
     cls = EditRequest if extra else ImageRequest
@@ -156,7 +162,7 @@ def _refused(reason: str, limits: ServerLimits) -> InvalidRequest | PayloadTooLa
         return InvalidRequest.for_field(
             "image",
             f"more than {limits.max_images + 1} files",
-            f"at most {limits.max_images} images and a mask",
+            f"at most {limits.max_images} images and one mask",
         )
     if "exceeded maximum size" in reason:
         return PayloadTooLarge(
@@ -220,10 +226,10 @@ async def _read_image(
         raise InvalidRequest.for_field(field, "a text value", "a file upload (multipart file part)")
     size = upload.size
     if size is not None and size > max_bytes:
-        raise PayloadTooLarge(f"{field} is {size} bytes; at most {max_bytes} bytes are allowed")
+        raise PayloadTooLarge(f"{field} is {size} bytes; at most {max_bytes} bytes are allowed", field=field)
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise PayloadTooLarge(f"{field} is larger than the {max_bytes} bytes allowed")
+        raise PayloadTooLarge(f"{field} is larger than the {max_bytes} bytes allowed", field=field)
     fmt, dims = _sniff(data, field, max_pixels)
     return InputImage(data=data, filename=upload.filename or "image", content_type=_IMAGE_FORMATS[fmt]), dims
 

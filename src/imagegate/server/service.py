@@ -7,11 +7,14 @@ Routes parse; this module decides the order of the steps and encodes the answer:
 
 An ``Idempotency-Key`` makes a request run at most once per key and body: a repeat while the
 first runs waits for it, a repeat after it replays the stored response byte for byte, and the
-same key with another body is a 409. Nothing is billed twice.
+same key with another body is a 409. Nothing is billed twice. Image URLs in a replayed answer
+are signed anew (from the stored images' digests), so they work for their full lifetime from
+the replay, not only for what was left of the first answer's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -33,12 +36,14 @@ from imagegate.errors import (
     BudgetExceeded,
     ImageGateError,
     InvalidRequest,
+    NotFound,
     RateLimited,
+    ResponseGone,
     StorageError,
     UpstreamFailed,
 )
 from imagegate.policy.keys import RequestScope
-from imagegate.ports import BlobStore, ClaimStatus, IdempotencyStore, Reservation
+from imagegate.ports import BlobRef, BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
 from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, Outcome, credential_from
@@ -152,7 +157,7 @@ class ImageService:
             caller = await self.governance.admit(record, scope)
             state["key_id"] = caller.key_id
             state["model"] = scope.logical_model
-            options = options_from_headers(headers)
+            options = options_from_headers(headers, stream=call.stream)
             if caller.models:  # a key limited to models is never served by another, not even a fallback
                 options = replace(options, fallback_models=caller.models)
             call = replace(call, options=options)
@@ -180,7 +185,8 @@ class ImageService:
         if call.stream:
             return await self._stream(call, caller, request_id)
         if not idem_key or self.idempotency is None:
-            return await self._run(call, caller, request_id, origin, idem_key)
+            response, _ = await self._run(call, caller, request_id, origin, idem_key)
+            return response
         return await self._idempotent(call, caller, request_id, origin, idem_key)
 
     async def _refused(
@@ -217,7 +223,7 @@ class ImageService:
                     caller.key_id, idem_key, fingerprint, now, lease_s=self.idempotency_lease_s
                 )
                 if claim.status is ClaimStatus.DONE and claim.record.response_ref:
-                    response = await self._replay(claim.record.response_ref)
+                    response = await self._replay(claim.record.response_ref, origin, idem_key)
                     break
                 if claim.status is ClaimStatus.CLAIMED:
                     break
@@ -235,7 +241,7 @@ class ImageService:
             )  # fmt: skip
             return response
         try:
-            response = await self._run(call, caller, request_id, origin, idem_key)
+            response, stored = await self._run(call, caller, request_id, origin, idem_key)
         except ImageGateError as exc:
             with anyio.CancelScope(shield=True):
                 if _may_have_billed(exc):
@@ -253,7 +259,7 @@ class ImageService:
                 await self.idempotency.release(caller.key_id, idem_key)
             raise
         try:
-            ref = await self._remember(response)
+            ref = await self._remember(response, stored)
             await self.idempotency.complete(
                 caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
             )
@@ -266,12 +272,16 @@ class ImageService:
         response.headers["x-imagegate-idempotent-replay"] = "false"
         return response
 
-    async def _remember(self, response: Response) -> str:
+    async def _remember(self, response: Response, images: tuple[BlobRef, ...] = ()) -> str:
+        """Keep ``response`` for replays; ``images`` are the stored images its URLs point at,
+        in order, so a replay can sign them anew."""
         body = bytes(response.body)
         headers = {k: v for k, v in response.headers.items() if k.startswith(_REPLAYED_HEADERS)}
         meta: dict[str, Any] = {"headers": headers}
         if response.status_code != 200:
             meta["status"] = response.status_code
+        if images:
+            meta["images"] = [[ref.digest, ref.size, ref.content_type] for ref in images]
         if self.blobs is not None:
             ref = await self.blobs.put(body, "application/json")
             return orjson.dumps({"blob": ref.digest, **meta}).decode()
@@ -281,14 +291,24 @@ class ImageService:
             self._replays.popitem(last=False)
         return orjson.dumps({"mem": key, **meta}).decode()
 
-    async def _replay(self, ref: str) -> Response:
+    async def _replay(self, ref: str, origin: str, idem_key: str) -> Response:
         meta = orjson.loads(ref)
+        body: bytes | None = None
         if "blob" in meta and self.blobs is not None:
-            body = await self.blobs.get(meta["blob"])
+            with contextlib.suppress(NotFound):
+                body = await self.blobs.get(meta["blob"])
         elif meta.get("mem") in self._replays:
             body = self._replays[meta["mem"]]
-        else:
-            raise StorageError("the stored response for this Idempotency-Key is no longer available")
+        if body is None:
+            # Gone for good (deleted, or kept by a process that is gone): a retry cannot bring it
+            # back, and running the request again could bill it twice. Final, not "retry later".
+            raise ResponseGone(
+                f"the answer to the request with Idempotency-Key {idem_key!r} is no longer kept, so "
+                "it cannot be replayed, and the request is not run again (it has already run and may "
+                "have been billed). To run it again, send it with a new Idempotency-Key."
+            )
+        if meta.get("images"):
+            body = self._signed_anew(body, [BlobRef(*image) for image in meta["images"]], origin)
         headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}
         return Response(
             body, status_code=meta.get("status", 200), media_type="application/json", headers=headers
@@ -375,9 +395,18 @@ class ImageService:
             )
             self.metrics.observe_quota_wait(deployment=attempt.deployment, wait_s=attempt.queued_s)
 
+    def _signed_anew(self, body: bytes, images: list[BlobRef], origin: str) -> bytes:
+        """A stored ``response_format=url`` answer with each image's URL signed from now: the
+        first answer's URLs expire ``url_ttl_s`` after it, long before the key's replays do."""
+        payload = orjson.loads(body)
+        for item, image in zip(payload["data"], images, strict=True):
+            item["url"] = self._url(image, origin)
+        return orjson.dumps(payload)
+
     async def _run(
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
-    ) -> Response:
+    ) -> tuple[Response, tuple[BlobRef, ...]]:
+        """The request run once; the response and the images stored for its URLs (if any)."""
         request = call.request
         hold, started, estimate = await self._guarded(caller, call)
         try:
@@ -387,7 +416,11 @@ class ImageService:
             raise
         record = await self._succeeded(result, caller, request, request_id, hold, started, estimate, idem_key)
         try:
-            urls = await self._store(result, origin) if call.response_format == "url" else None
+            stored: tuple[BlobRef, ...] = ()
+            urls = None
+            if call.response_format == "url":
+                stored = await self._store(result)
+                urls = [self._url(ref, origin) for ref in stored]
             body = encode_images(result, urls=urls, echo=_echo(request, result))
             headers = result_headers(result)
         except BaseException as exc:  # made and billed, but not delivered: recorded as such
@@ -398,18 +431,22 @@ class ImageService:
             raise
         return SlicedResponse(
             body, media_type="application/json", headers=headers, background=BackgroundTask(record)
-        )
+        ), stored
 
-    async def _store(self, result: ImageResult, origin: str) -> list[str]:
-        """Decode each image once, store it content-addressed, answer with signed URLs."""
+    async def _store(self, result: ImageResult) -> tuple[BlobRef, ...]:
+        """Decode each image once and store it content-addressed, for ``response_format=url``."""
         assert self.blobs is not None
-        urls = []
+        refs = []
         for image in result.images:
             content_type = _FORMAT_TYPES.get(image.format or "png", "image/png")
-            ref = await self.blobs.put(image.data, content_type)
-            url = self.blobs.signed_url(ref, self.governance.now(), ttl_s=self.url_ttl_s)
-            urls.append(origin + url if url.startswith("/") else url)
-        return urls
+            refs.append(await self.blobs.put(image.data, content_type))
+        return tuple(refs)
+
+    def _url(self, ref: BlobRef, origin: str) -> str:
+        """A stored image's URL, signed to expire ``url_ttl_s`` from now."""
+        assert self.blobs is not None
+        url = self.blobs.signed_url(ref, self.governance.now(), ttl_s=self.url_ttl_s)
+        return origin + url if url.startswith("/") else url
 
     # ------------------------------------------------------------------ streaming
 
@@ -444,8 +481,9 @@ class ImageService:
                         record = await self._succeeded(
                             item, caller, request, request_id, hold, started, estimate, None
                         )
+                        made = _echo(request, item)  # what was made, not what was asked for
                         for image in item.images:
-                            payload = {"b64_json": image.b64_json, "created_at": int(self.clock()), **echo}
+                            payload = {"b64_json": image.b64_json, "created_at": int(self.clock()), **made}
                             if item.usage is not None:
                                 payload["usage"] = usage_payload(item.usage)
                             yield encode_event(f"{prefix}.completed", payload)
@@ -526,13 +564,30 @@ def _without_images(request: ImageRequest) -> ImageRequest:
     return request
 
 
+_ECHOED = ("size", "quality", "background", "output_format")
+
+
 def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:
-    """OpenAI's top-level ``size``/``quality``/``background``/``output_format`` when known."""
+    """OpenAI's top-level ``size``/``quality``/``background``/``output_format``, for the fields
+    the request gave. They describe the images made: with a ``result``, a value translation,
+    a fallback or a degradation changed is the value used (a dropped one is left out), and
+    ``size: auto`` is the first image's real size."""
     out: dict[str, Any] = {}
-    for name in ("size", "quality", "background", "output_format"):
+    for name in _ECHOED:
         value = getattr(request, name)
         if value is not None:
             out[name] = value
+    if result is None:
+        return out
+    for change in result.changes:  # in the order they were made: the last one is what was used
+        if change.field in out:
+            if change.new is None:
+                del out[change.field]
+            else:
+                out[change.field] = change.new
+    first = result.images[0] if result.images else None
+    if out.get("size") == "auto" and first is not None and first.width and first.height:
+        out["size"] = f"{first.width}x{first.height}"
     return out
 
 

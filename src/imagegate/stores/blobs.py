@@ -30,6 +30,7 @@ from imagegate.ports import BlobRef
 __all__ = ["LocalBlobStore"]
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_EXPIRES = re.compile(r"^[0-9]{1,20}$", re.ASCII)
 _EXT_FOR_TYPE = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 _TYPE_FOR_EXT = {v: k for k, v in _EXT_FOR_TYPE.items()} | {"jpg": "image/jpeg"}
 
@@ -92,7 +93,8 @@ class LocalBlobStore:
         A forged or altered URL is PermissionDenied (403); an expired one too, saying so.
         """
         digest, _, ext = name.partition(".")
-        if not _DIGEST.match(digest) or not expires.isdigit():
+        # ASCII digits only: str.isdigit() is also true for "²" or "١", which int() refuses
+        if not _DIGEST.match(digest) or not _EXPIRES.match(expires):
             raise NotFound(f"no image {name[:80]!r}")
         if not hmac.compare_digest(self._sign(digest, ext, int(expires)), sig):
             raise PermissionDenied("image URL signature is not valid")

@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from imagegate.errors import AuthenticationError, PermissionDenied
 from imagegate.policy.budget import Period
+from imagegate.policy.keys import check_models
 from imagegate.ports import KeyRecord, KeyScope
 from imagegate.server.deployments import status_json
 from imagegate.server.governance import credential_from
@@ -97,8 +98,17 @@ Admin = Annotated[KeyAdmin, Depends(_admin)]
 ACTOR = "admin-api"
 
 
+def _served(request: Request) -> tuple[str, ...]:
+    """What a key's ``models`` may name: what ``GET /v1/models`` lists, and the default model
+    (a request naming no model is judged on it)."""
+    state = gateway_state(request)
+    default = (state.images.default_model,) if state.images is not None else ()
+    return (*(m.id for m in state.models()), *default)
+
+
 @router.post("/keys", status_code=201, summary="Create a virtual key (its plaintext is shown once).")
-async def create_key(body: NewKeyBody, admin: Admin) -> Response:
+async def create_key(body: NewKeyBody, admin: Admin, request: Request) -> Response:
+    check_models(body.models, _served(request))
     scope = KeyScope(
         models=tuple(body.models),
         max_quality=body.max_quality,

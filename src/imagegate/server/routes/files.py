@@ -2,11 +2,14 @@
 
 The URL is minted and checked by the local blob store (``stores.blobs.LocalBlobStore``, HMAC over
 digest, extension and expiry); the signature is the capability, so no API key is needed and an
-``<img src>`` works. Served as raw bytes (never gzipped) with a private cache lifetime. With a
-cloud blob store, image URLs point at the cloud and this route answers 404.
+``<img src>`` works. Served as raw bytes (never gzipped), privately cacheable until the URL
+expires and no longer. With a cloud blob store, image URLs point at the cloud and this route
+answers 404.
 """
 
 from __future__ import annotations
+
+import math
 
 from fastapi import APIRouter, Query
 from starlette.requests import Request
@@ -35,10 +38,13 @@ async def get_image(
     blobs = service.blobs if service is not None else None
     if service is None or not isinstance(blobs, LocalBlobStore):
         raise NotFound("this gateway serves no stored images")
-    digest, content_type = blobs.verify(name, expires, sig, service.governance.now())
+    now = service.governance.now()
+    digest, content_type = blobs.verify(name, expires, sig, now)
     data = await blobs.get(digest)
+    # a cached copy must not outlive the URL: cacheable for what is left of its lifetime
+    max_age = max(0, int(expires) - math.ceil(now.timestamp()))
     return Response(
         data,
         media_type=content_type,
-        headers={"cache-control": "private, max-age=3600, immutable", "content-length": str(len(data))},
+        headers={"cache-control": f"private, max-age={max_age}, immutable", "content-length": str(len(data))},
     )

@@ -10,7 +10,9 @@ route                                                                 client
 
 On the Azure deployment routes the path names the *logical model* (a group, deployment or
 catalog model of this gateway), and ``api-version`` must be present (any value: the gateway
-speaks one protocol to clients and picks each upstream's version itself).
+speaks one protocol to clients and picks each upstream's version itself). A path naming none is
+Azure's 404 ``DeploymentNotFound``; the OpenAI routes answer an unknown ``model`` as OpenAI does,
+with a 400 naming it.
 
 Bodies are read and parsed by hand (``server.parsing``) rather than by FastAPI's body params:
 one orjson parse, multipart limits we choose, errors in the OpenAI shape. The OpenAPI document
@@ -19,13 +21,14 @@ still describes them (``openapi_extra``), so clients and the schemathesis fuzz s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.errors import InvalidRequest
+from imagegate.errors import InvalidRequest, NotFound
 from imagegate.server.middleware import request_state
 from imagegate.server.parsing import ParsedCall, parse_edit, parse_generation
 from imagegate.server.state import gateway_state
@@ -108,7 +111,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Invalid request: the error names the field, the value and what is allowed."),
         (401, "Missing or unknown API key."),
         (403, "The key may not make this request."),
+        (404, "Unknown deployment (Azure deployment routes: `DeploymentNotFound`)."),
         (409, "Idempotency-Key reused with another body."),
+        (410, "The stored answer to this Idempotency-Key is gone; use a new key to run again."),
         (413, "Body or file too large."),
         (429, "Rate limit or budget exhausted (see retry-after)."),
         (502, "Upstream failed after the gateway's own retries."),
@@ -212,6 +217,30 @@ async def azure_v1_edit_image(request: Request) -> Response:
 _API_VERSION = Query(alias="api-version", min_length=1, description="required by Azure clients; any value")
 
 
+class DeploymentNotFound(NotFound):
+    """Azure's 404 for a deployment path that names nothing, which ``AzureOpenAI`` callers get
+    as ``NotFoundError`` (``code`` as Azure spells it)."""
+
+    code = "DeploymentNotFound"
+
+
+async def _deployment(
+    handler: Callable[[Request, str | None], Awaitable[Response]], request: Request, model: str
+) -> Response:
+    """An Azure deployment route: a path naming no model of this gateway is a 404, found where
+    the request resolves its model (after the key is checked, as Azure checks it first)."""
+    try:
+        return await handler(request, model)
+    except InvalidRequest as exc:
+        served = [m.id for m in gateway_state(request).models()]
+        if exc.field == "model" and model not in served:
+            raise DeploymentNotFound(
+                f"The API deployment {model!r} does not exist on this gateway; "
+                f"its deployments (logical models) are: {', '.join(served)}"
+            ) from None
+        raise
+
+
 @router.post(
     "/openai/deployments/{model}/images/generations",
     summary="Create images (Azure deployment shape: the path names a logical model).",
@@ -219,7 +248,7 @@ _API_VERSION = Query(alias="api-version", min_length=1, description="required by
     responses=_RESPONSES,
 )
 async def azure_create_image(request: Request, model: str, api_version: str = _API_VERSION) -> Response:
-    return await _generation(request, model)
+    return await _deployment(_generation, request, model)
 
 
 @router.post(
@@ -229,4 +258,4 @@ async def azure_create_image(request: Request, model: str, api_version: str = _A
     responses=_RESPONSES,
 )
 async def azure_edit_image(request: Request, model: str, api_version: str = _API_VERSION) -> Response:
-    return await _edit(request, model)
+    return await _deployment(_edit, request, model)

@@ -1,4 +1,5 @@
-"""Operational routes: liveness, readiness, the model list and Prometheus metrics."""
+"""Operational routes: liveness, readiness, the model list (``/v1/models`` for ``OpenAI`` clients,
+``/openai/models`` for ``AzureOpenAI`` ones) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/v1/models", tags=["models"], summary="The logical image models this gateway serves.")
+@router.get(
+    "/openai/models",
+    tags=["models"],
+    summary="The same list where AzureOpenAI clients read it (?api-version=...).",
+)
 async def list_models(request: Request) -> Response:
     state = gateway_state(request)
     data = [
@@ -72,6 +78,7 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/v1/models/{model_id}", tags=["models"], summary="One logical model, if served.")
+@router.get("/openai/models/{model_id}", tags=["models"], summary="The same, for AzureOpenAI clients.")
 async def retrieve_model(request: Request, model_id: str) -> Response:
     state = gateway_state(request)
     for m in state.models():

@@ -33,6 +33,14 @@ CASES: list[tuple[str, str, dict[str, Any], str | None, str | None]] = [
     ("gpt-image-2", "2025-04-01-preview", {"prompt": "p", "size": "3840x1024"}, "size", "invalid_value"),
     ("gpt-image-2", "2025-04-01-preview", {"prompt": "p", "size": "4096x2304"}, "size", "invalid_value"),
     ("gpt-image-2", "2025-04-01-preview", {"prompt": "p", "size": "big"}, "size", "invalid_value"),
+    ("gpt-image-2", "2025-04-01-preview", {"prompt": "p", "size": "²x²"}, "size", "invalid_value"),
+    (
+        "gpt-image-2",
+        "2025-04-01-preview",
+        {"prompt": "p", "size": "１０２４x１０２４"},
+        "size",
+        "invalid_value",
+    ),
     ("gpt-image-1", "2025-04-01-preview", {"prompt": "p", "quality": "hd"}, "quality", "invalid_value"),
     ("dall-e-3", "2024-10-21", {"prompt": "p", "quality": "high"}, "quality", "invalid_value"),
     (

@@ -125,6 +125,35 @@ async def test_workers_migrating_a_new_database_at_once_all_succeed(
             await drop_pg_schema(schema)
 
 
+async def test_a_new_database_another_process_is_creating_is_opened_once_it_is_free(
+    tmp_path: Path,
+) -> None:
+    """SQLite answers "database is locked" at once, without its busy handler, to the switch to
+    WAL while another connection is writing a new database (its first migration): workers that
+    open a new database together failed at random. The switch now waits, as busy_timeout would."""
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    first = sqlite3.connect(path, isolation_level=None)  # another process, creating the tables
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("CREATE TABLE t (x)")
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+
+        async def open_it() -> str:
+            async with engine.connect() as conn:
+                return str((await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one())
+
+        opening = asyncio.create_task(open_it())
+        await asyncio.sleep(0.05)  # it is waiting for the writer (before the fix: it had failed)
+        assert not opening.done() or opening.exception() is None
+        first.execute("COMMIT")
+        assert await opening == "wal"
+    finally:
+        first.close()
+        await engine.dispose()
+
+
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 

@@ -306,6 +306,16 @@ async def test_records_carry_request_id_and_remaining_quota() -> None:
     ]
 
 
+@pytest.mark.parametrize("raw", ["²", "--5", "7.5", "", "seven"])
+async def test_a_malformed_remaining_requests_header_is_unknown_not_a_crash(raw: str) -> None:
+    """The upstream answered (and billed) the image; a header we cannot read must not turn that
+    into a failure: ``int("²")`` raised after ``"²".isdigit()`` said yes."""
+    headers = [(b"x-ratelimit-remaining-requests", raw.encode())]
+    body = httpx.Response(200, content=ok_body(), headers=headers)
+    result = await client_for(lambda r: body).send([dep()], REQ)
+    assert [(a.outcome, a.remaining_requests) for a in result.attempts] == [("ok", None)]
+
+
 async def test_hooks_choose_and_hear_every_attempt() -> None:
     heard: list[tuple[str, str]] = []
 

@@ -155,9 +155,11 @@ FLEX_MAX_SHORT = 2160
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
-    """``"1024x1536"`` -> (1024, 1536); None when it is not WxH with positive integers."""
+    """``"1024x1536"`` -> (1024, 1536); None when it is not WxH with positive integers (ASCII
+    digits only: ``str.isdigit`` is also true for ``"²"``, which ``int`` refuses, and for
+    full-width digits)."""
     parts = size.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     w, h = int(parts[0]), int(parts[1])
     if w <= 0 or h <= 0:

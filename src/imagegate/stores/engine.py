@@ -15,6 +15,7 @@ WAL snapshot and never hold the lock writers need.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ DEFAULT_DATA_DIR = Path(".imagegate")
 _ALLOWED = "sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host:port/db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "imagegate_read_only"
+_SQLITE_BUSY = 5  # the primary result code behind "database is locked"
 
 
 def default_database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
@@ -92,8 +94,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Let SQLAlchemy (below) issue BEGIN itself instead of the driver's implicit one.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enter_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -102,6 +104,32 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
         conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+def _enter_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting for other connections as busy_timeout does elsewhere.
+
+    Switching a database to WAL needs it to itself, and SQLite answers "database is locked" at
+    once when another connection holds it, without its busy handler: several processes opening
+    a new database together (``serve --workers N`` at first start) failed at random. A database
+    already in WAL mode needs no switch (the mode is kept in the file); a new one is retried
+    for up to the busy timeout. Only ever waits while a new database is being created."""
+    cursor.execute("PRAGMA journal_mode")
+    row = cursor.fetchone()
+    if row is not None and str(row[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError, re-raised by SQLAlchemy's adapter
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)  # connection set-up, before the pool hands the connection out
+        delay = min(delay * 2, 0.2)
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:

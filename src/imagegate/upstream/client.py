@@ -96,8 +96,18 @@ class _Seen:
         self.status = response.status_code
         headers = plain_headers(response)
         self.request_id = request_id_of(headers)
-        raw = headers.get("x-ratelimit-remaining-requests", "")
-        self.remaining = int(raw) if raw.lstrip("-").isdigit() else None
+        self.remaining = _header_int(headers.get("x-ratelimit-remaining-requests", ""))
+
+
+def _header_int(raw: str) -> int | None:
+    """A header's integer, or None for anything else: ASCII only (``str.isdigit`` is also true
+    for ``"²"``, which ``int`` refuses: a crash after the request was sent)."""
+    if not raw.isascii():
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ gateway renders them in exactly one place, ``imagegate.server.errors``.
     │                                        sending, from observed latency) or has passed;
     │                                        needed_s, remaining_s, quality
     ├── StorageError                    503
+    ├── ShuttingDown                    503  the gateway stopped the request: it is shutting down
     └── ConfigError                     raised at start-up only; lists every problem at once
 
 Messages never contain secrets: keys are never passed to these constructors.
@@ -59,6 +60,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "ResponseGone",
+    "ShuttingDown",
     "StorageError",
     "UpstreamError",
     "UpstreamFailed",
@@ -359,6 +361,26 @@ class StorageError(ImageGateError):
     def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class ShuttingDown(ImageGateError):
+    """The gateway stopped a request it was running because it is shutting down (its graceful
+    shutdown ran out of time). An upstream call may already have made, and billed, an image, so
+    it is never worth an automatic retry (``x-should-retry: false``)."""
+
+    code = "shutting_down"
+    http_status = 503
+
+    def __init__(
+        self,
+        message: str = (
+            "The gateway was shutting down and stopped this request before it finished. An image "
+            "may already have been generated and billed, so the request is not retried "
+            "automatically: send it again if you still need it (with the same Idempotency-Key, a "
+            "repeat is never billed twice)."
+        ),
+    ) -> None:
+        super().__init__(message)
 
 
 class ConfigError(ImageGateError):

@@ -130,3 +130,29 @@ async def test_records_logged_while_serving_a_request_carry_its_request_id() -> 
     inside, outside = (json.loads(line) for line in kept)
     assert inside["request_id"] == "trace-77" and inside["message"].startswith("upstream attempt")
     assert "request_id" not in outside
+
+
+def test_uvicorn_does_not_log_a_request_the_shutdown_cut_off_as_an_exception() -> None:
+    """A request whose response had started when the graceful shutdown cancelled it ends in a
+    CancelledError that reaches uvicorn: it logged "Exception in ASGI application" with a
+    traceback for each, at ERROR, though nothing failed (the gateway logs one warning line for
+    it, ``ErrorMiddleware``). Any other exception uvicorn reports is still logged."""
+    script = """
+import asyncio, logging, logging.config
+from imagegate.server.logconfig import uvicorn_log_config
+logging.config.dictConfig(uvicorn_log_config("info"))
+log = logging.getLogger("uvicorn.error")
+for exc in (asyncio.CancelledError("Task cancelled, timeout graceful shutdown exceeded"), KeyError("x")):
+    try:
+        raise exc
+    except BaseException as caught:
+        log.error("Exception in ASGI application\\n", exc_info=caught)
+log.info("Application shutdown complete.")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["level"], line["message"]) for line in lines] == [
+        ("error", "Exception in ASGI application\n"),
+        ("info", "Application shutdown complete."),
+    ]
+    assert "KeyError" in lines[0]["exc"] and "CancelledError" not in done.stderr

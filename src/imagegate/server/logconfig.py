@@ -11,12 +11,18 @@ carries that request's ``request_id``: the request-id middleware sets ``REQUEST_
 variable, so it follows the request's task and nothing else) and ``RequestIdFilter`` stamps it
 on each record as it is handled.
 
+A request the graceful shutdown cuts off once its response has started ends in the
+CancelledError uvicorn cancelled it with, which uvicorn reports as "Exception in ASGI
+application" with a traceback, at ERROR; ``ShutdownCancelFilter`` drops that record (the gateway
+logs one warning line for it, ``server.middleware.ErrorMiddleware``).
+
 Applied by ``app_from_environ`` (each uvicorn worker), never on import, so embedding the app
 or testing it leaves the host's logging alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from contextvars import ContextVar
@@ -25,7 +31,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["REQUEST_ID", "JsonFormatter", "RequestIdFilter", "configure_logging", "uvicorn_log_config"]
+__all__ = [
+    "REQUEST_ID",
+    "JsonFormatter",
+    "RequestIdFilter",
+    "ShutdownCancelFilter",
+    "configure_logging",
+    "uvicorn_log_config",
+]
 
 ACCESS_LOGGER = "imagegate.server.access"
 REQUEST_ID: ContextVar[str | None] = ContextVar("imagegate_request_id", default=None)
@@ -38,6 +51,18 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = REQUEST_ID.get()
         return True
+
+
+class ShutdownCancelFilter(logging.Filter):
+    """Drops uvicorn's report of a request task that ended in a CancelledError: uvicorn cancels
+    request tasks only when a graceful shutdown runs out of time, and that is no exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(exc, asyncio.CancelledError)
+            and record.getMessage().startswith("Exception in ASGI application")
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,10 +111,11 @@ def uvicorn_log_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"shutdown_cancel": {"()": f"{__name__}.ShutdownCancelFilter"}},
         "handlers": {"default": handler},
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
-            "uvicorn.error": {"level": level.upper()},
+            "uvicorn.error": {"level": level.upper(), "filters": ["shutdown_cancel"]},
             "uvicorn.access": {"handlers": ["default"], "level": level.upper(), "propagate": False},
         },
     }

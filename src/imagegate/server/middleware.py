@@ -11,7 +11,8 @@ The order is declared once, in ``server.app``::
 
     RequestIdMiddleware      outermost: every response, even a 500, carries x-request-id
     AccessLogMiddleware      one structured JSON line per request (no prompts, keys or bodies)
-    ErrorMiddleware          anything that escaped the routes → OpenAI-shaped 500 (or its 4xx)
+    ErrorMiddleware          anything that escaped the routes → OpenAI-shaped 500 (or its 4xx);
+                             a request the server cancels at shutdown → 503 shutting_down
     BodySizeLimitMiddleware  413 before reading a body larger than allowed; 408 when it stalls
 """
 
@@ -28,7 +29,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagegate.errors import ImageGateError, PayloadTooLarge, RequestTimeout
+from imagegate.errors import ImageGateError, PayloadTooLarge, RequestTimeout, ShuttingDown
 from imagegate.ids import new_hex_id
 from imagegate.server.errors import internal_error_response, render_error
 from imagegate.server.logconfig import REQUEST_ID
@@ -164,6 +165,14 @@ class ErrorMiddleware:
     The traceback goes to the server log (ERROR) with the request id; the client gets only the
     request id. If the response had already started, the connection is the only thing left to
     break, so the exception is re-raised to the server.
+
+    A request the server cancels is no error of the gateway's: uvicorn cancels a request only
+    when a graceful shutdown runs out of time (``serve --timeout-graceful-shutdown``). It is one
+    WARNING line, and a client that can still be answered gets a 503 ``shutting_down`` with
+    ``x-should-retry: false`` (its image may already have been made and billed), not uvicorn's
+    plain-text 500, which the openai SDK would retry. Once the response has started the
+    cancellation goes on to the server, which closes the connection (``server.logconfig`` keeps
+    uvicorn from logging it as an exception).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -187,6 +196,15 @@ class ErrorMiddleware:
             # The client left before its request was read: nobody to answer and nothing broken
             # here, so no traceback; the access line says so (status 499, this error code).
             request_state(scope)["error_code"] = CLIENT_DISCONNECTED
+        except asyncio.CancelledError:
+            state = request_state(scope)
+            rid = state.get("request_id")
+            state["error_code"] = ShuttingDown.code
+            if started:
+                error_log.warning("request %s cut off by the shutdown after its response started", rid)
+                raise
+            error_log.warning("request %s stopped by the shutdown: answered 503 %s", rid, ShuttingDown.code)
+            await render_error(ShuttingDown(), request_id=rid)(scope, receive, send)
         except Exception as exc:
             state = request_state(scope)
             rid = state.get("request_id")

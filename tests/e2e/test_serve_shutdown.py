@@ -1,0 +1,136 @@
+"""``imagegate serve`` as a real process, shut down (SIGTERM) while requests still run: what the
+clients get, what is logged, what the ledger says once the process has exited.
+
+The upstream is the built-in emulator, in-process, slowed down so that a generation outlasts
+``--timeout-graceful-shutdown``: uvicorn then cancels the requests still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from imagegate.emulator.serve import free_port
+
+pytestmark = pytest.mark.e2e
+
+GRACE_S = "5"  # uvicorn waits 4 s for running requests, then cancels them; 1 s is the ledger's
+
+
+@dataclass
+class Gateway:
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    database: Path
+
+    def in_flight(self) -> float:
+        text = httpx.get(f"{self.base}/metrics", timeout=10).text
+        match = re.search(r"^imagegate_requests_in_flight (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def wait_until_running(self, requests: int) -> None:
+        deadline = time.monotonic() + 60
+        while self.in_flight() < requests:
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def shut_down(self) -> list[dict[str, Any]]:
+        """SIGTERM, wait for the process to exit; its log lines (JSON, one object each)."""
+        self.proc.send_signal(signal.SIGTERM)
+        # uvicorn raises the signal again once shut down: the exit status is "killed by SIGTERM"
+        assert self.proc.wait(timeout=60) in (0, -signal.SIGTERM), self.log.read_text()
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    def ledger(self) -> list[tuple[Any, ...]]:
+        """The request rows: status, HTTP status, error code, cost (nano-USD), exact."""
+        with sqlite3.connect(self.database) as db:
+            return db.execute(
+                "SELECT status, http_status, error_code, cost_nanos, cost_exact FROM ig_ledger_entries"
+                " WHERE kind = 'request' ORDER BY id"
+            ).fetchall()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "IMAGEGATE_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEGATE_EMULATOR_TIME_SCALE": "1000",  # a generation takes far longer than the shutdown
+        "IMAGEGATE_PROBE_TICK_S": "0",
+        "AZURE_OPENAI_ENDPOINT": "",
+        "IMAGEGATE_CONFIG": "",
+        "IMAGEGATE_ADMIN_KEY": "",
+        "IMAGEGATE_DATABASE_URL": "",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [
+        sys.executable, "-m", "imagegate", "serve", "--port", str(port),
+        "--timeout-graceful-shutdown", GRACE_S,
+    ]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=out, cwd=tmp_path)
+    gateway = Gateway(f"http://127.0.0.1:{port}", proc, log, tmp_path / "data" / "imagegate.db")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{gateway.base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.2)
+        yield gateway
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _no_traceback(lines: list[dict[str, Any]]) -> None:
+    assert not [line for line in lines if "exc" in line], lines
+    assert not [line for line in lines if line.get("message", "").startswith("Exception in ASGI")], lines
+
+
+def test_the_sdk_gets_a_503_it_does_not_retry_and_the_log_has_no_traceback(gateway: Gateway) -> None:
+    """Before: uvicorn's plain-text 500 "Internal Server Error" and an "Exception in ASGI
+    application" traceback; the SDK retried the 500 (its default: 2 retries), and the request,
+    whose image may already have been made and billed, was sent again (here, to a gateway that
+    was gone: the SDK ended with a connection error)."""
+    client = openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="open-mode", max_retries=2, timeout=120)
+    with ThreadPoolExecutor(1) as pool:
+        call: Future[Any] = pool.submit(client.images.generate, prompt="a red fox", quality="high")
+        gateway.wait_until_running(1)
+        lines = gateway.shut_down()
+        with pytest.raises(openai.InternalServerError) as caught:
+            call.result(timeout=60)
+    error = caught.value
+    assert error.status_code == 503 and error.response.headers["x-should-retry"] == "false"
+    assert isinstance(error.body, dict) and error.body["code"] == "shutting_down"
+    _no_traceback(lines)
+    warnings = [
+        line for line in lines if line["logger"].startswith("imagegate") and line["level"] == "warning"
+    ]
+    rid = error.response.headers["x-request-id"]
+    assert [line["message"] for line in warnings if "shutdown" in line["message"]] == [
+        f"request {rid} stopped by the shutdown: answered 503 shutting_down"
+    ]

@@ -1,0 +1,148 @@
+"""Requests a graceful shutdown cuts off.
+
+``imagegate serve --timeout-graceful-shutdown`` waits for running requests, then uvicorn cancels
+the task of each one still running ("Cancel N running task(s), timeout graceful shutdown
+exceeded") and runs the app's lifespan shutdown. These tests drive the ASGI app as uvicorn
+does: the app runs in a task of its own, which is cancelled with uvicorn's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from imagegate.server.governance import Governance
+from imagegate.stores.memory import MemoryStores
+from imagegate.types import ImageRequest, ImageResult
+
+from .fakes import FakeBackend
+from .test_images import local_blobs, make_app
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+GEN = "/v1/images/generations"
+UVICORN_CANCEL = "Task cancelled, timeout graceful shutdown exceeded"
+
+
+class _Generating(FakeBackend):
+    """The upstream is still generating when the shutdown comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+
+    async def generate(self, request: ImageRequest, **kwargs: Any) -> ImageResult:
+        self.calls.append(request)
+        self.reached.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _scope(headers: dict[str, str]) -> dict[str, Any]:
+    raw = [(k.encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()]
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": GEN, "raw_path": GEN.encode(), "query_string": b"",
+        "root_path": "", "headers": raw, "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+
+
+async def _cut_off(
+    app: FastAPI,
+    body: dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+    reached: Callable[[], Awaitable[object]] | None = None,
+    slow_client: bool = False,
+) -> tuple[list[dict[str, Any]], BaseException | None]:
+    """Serve one request as uvicorn does and cancel its task as uvicorn's graceful shutdown does,
+    once ``reached`` returns (or, with ``slow_client``, once the response body starts and the
+    client stops reading). The messages sent, and what the app raised (None: it returned)."""
+    payload = orjson.dumps(body)
+    sent: list[dict[str, Any]] = []
+    body_started = asyncio.Event()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await asyncio.Event().wait()  # the client is still there
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if slow_client and message["type"] == "http.response.body":
+            body_started.set()
+            await asyncio.Event().wait()  # the socket's buffer is full: the client reads no more
+
+    task = asyncio.create_task(app(_scope(headers or {}), receive, send))
+    if slow_client:
+        await asyncio.wait_for(body_started.wait(), timeout=10)
+    else:
+        assert reached is not None
+        await asyncio.wait_for(reached(), timeout=10)
+    task.cancel(msg=UVICORN_CANCEL)
+    try:
+        await asyncio.wait_for(task, timeout=10)
+    except asyncio.CancelledError as exc:
+        return sent, exc
+    return sent, None
+
+
+def _errors_and_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith("imagegate") and r.levelno >= logging.WARNING]
+
+
+async def test_a_request_the_shutdown_cuts_off_gets_a_503_it_does_not_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the task's CancelledError reached uvicorn, which logged "Exception in ASGI
+    application" with a traceback and answered a plain-text 500 "Internal Server Error": the
+    openai SDK retries a 500, so a request whose image may already have been made and billed
+    was sent again. Now the gateway answers in OpenAI's shape, 503 ``shutting_down`` with
+    ``x-should-retry: false``, and logs one warning line."""
+    backend = _Generating()
+    app = make_app(backend, blobs=local_blobs(tmp_path))
+    with caplog.at_level(logging.INFO):
+        sent, raised = await _cut_off(app, {"prompt": "a fox"}, reached=backend.reached.wait)
+    assert raised is None  # answered: nothing left for the server to report
+    start, last = sent[0], sent[-1]
+    assert start["status"] == 503
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    assert headers["x-should-retry"] == "false" and headers["content-type"] == "application/json"
+    assert headers["x-request-id"].startswith("req_")
+    body = orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    error = body["error"]
+    assert (error["type"], error["code"], error["param"]) == ("server_error", "shutting_down", None)
+    assert "shutting down" in error["message"] and "billed" in error["message"]
+    assert not last.get("more_body", False)
+    [line] = _errors_and_warnings(caplog)
+    assert line.levelno == logging.WARNING and line.exc_info is None
+    assert headers["x-request-id"] in line.getMessage() and "503" in line.getMessage()
+    access = [r for r in caplog.records if r.name == "imagegate.server.access"]
+    assert [orjson.loads(r.getMessage())["status"] for r in access] == [503]
+
+
+async def test_a_response_the_shutdown_cuts_off_mid_body_is_one_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the response has started, only the connection is left to break: the cancellation
+    goes on to the server (which closes it), after one warning line; no ERROR, no traceback."""
+    stores = MemoryStores()
+    gov = Governance(ledger=stores.ledger, audit=stores.audit, now=lambda: NOW)
+    app = make_app(FakeBackend(), governance=gov, blobs=local_blobs(tmp_path))
+    with caplog.at_level(logging.INFO):
+        sent, raised = await _cut_off(app, {"prompt": "a fox"}, slow_client=True)
+    assert sent[0]["status"] == 200 and isinstance(raised, asyncio.CancelledError)
+    [line] = _errors_and_warnings(caplog)
+    assert line.levelno == logging.WARNING and line.exc_info is None
+    assert "response started" in line.getMessage()

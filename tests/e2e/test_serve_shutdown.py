@@ -11,12 +11,14 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +70,25 @@ class Gateway:
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway whose generations take far longer than its shutdown."""
+    with _serve(tmp_path, time_scale="1000") as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def fast_gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway whose generations are done at once."""
+    with _serve(tmp_path, time_scale="0") as gateway:
+        yield gateway
+
+
+@contextmanager
+def _serve(tmp_path: Path, *, time_scale: str) -> Iterator[Gateway]:
     port = free_port()
     env = {
         **os.environ,
         "IMAGEGATE_DATA_DIR": str(tmp_path / "data"),
-        "IMAGEGATE_EMULATOR_TIME_SCALE": "1000",  # a generation takes far longer than the shutdown
+        "IMAGEGATE_EMULATOR_TIME_SCALE": time_scale,
         "IMAGEGATE_PROBE_TICK_S": "0",
         "AZURE_OPENAI_ENDPOINT": "",
         "IMAGEGATE_CONFIG": "",
@@ -134,3 +150,29 @@ def test_the_sdk_gets_a_503_it_does_not_retry_and_the_log_has_no_traceback(gatew
     assert [line["message"] for line in warnings if "shutdown" in line["message"]] == [
         f"request {rid} stopped by the shutdown: answered 503 shutting_down"
     ]
+
+
+def test_a_response_cut_off_while_a_slow_client_reads_it_is_in_the_ledger(fast_gateway: Gateway) -> None:
+    """Ten images (22 MB of JSON) to a client that reads the head and then nothing more: the send
+    still waits when the shutdown cancels it. Before, its ledger and audit rows (written after
+    the body is sent) were never written: a request made and billed was missing from the ledger."""
+    gateway = fast_gateway
+    body = json.dumps({"prompt": "a red fox", "quality": "low", "n": 10}).encode()
+    host, port = gateway.base.removeprefix("http://").split(":")
+    with socket.socket() as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader's window
+        client.settimeout(60)
+        client.connect((host, int(port)))
+        client.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(1024)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        lines = gateway.shut_down()  # meanwhile the client reads no more
+    _no_traceback(lines)
+    assert [line["message"] for line in lines if "cut off by the shutdown" in line.get("message", "")]
+    [(status, http_status, code, cost_nanos, exact)] = gateway.ledger()
+    assert (status, http_status, code, exact) == ("cancelled", 200, "undelivered", 1) and cost_nanos > 0

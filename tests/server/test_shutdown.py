@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from imagegate.ports import EntryKind, KeyScope
 from imagegate.server.governance import Governance
+from imagegate.server.service import ImageService
 from imagegate.stores.memory import MemoryStores
 from imagegate.types import ImageRequest, ImageResult
 
@@ -61,10 +64,12 @@ async def _cut_off(
     headers: dict[str, str] | None = None,
     reached: Callable[[], Awaitable[object]] | None = None,
     slow_client: bool = False,
+    before_cancel: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[dict[str, Any]], BaseException | None]:
     """Serve one request as uvicorn does and cancel its task as uvicorn's graceful shutdown does,
     once ``reached`` returns (or, with ``slow_client``, once the response body starts and the
-    client stops reading). The messages sent, and what the app raised (None: it returned)."""
+    client stops reading), after ``before_cancel``. The messages sent, and what the app raised
+    (None: it returned)."""
     payload = orjson.dumps(body)
     sent: list[dict[str, Any]] = []
     body_started = asyncio.Event()
@@ -90,6 +95,8 @@ async def _cut_off(
     else:
         assert reached is not None
         await asyncio.wait_for(reached(), timeout=10)
+    if before_cancel is not None:
+        await before_cancel()
     task.cancel(msg=UVICORN_CANCEL)
     try:
         await asyncio.wait_for(task, timeout=10)
@@ -146,3 +153,52 @@ async def test_a_response_the_shutdown_cuts_off_mid_body_is_one_warning_not_an_e
     [line] = _errors_and_warnings(caplog)
     assert line.levelno == logging.WARNING and line.exc_info is None
     assert "response started" in line.getMessage()
+
+
+async def test_a_response_cut_off_mid_body_is_in_the_ledger_as_made_but_not_delivered(
+    tmp_path: Path,
+) -> None:
+    """The ledger and audit rows of a non-streamed request are written after its body is sent
+    (off the latency path): a shutdown that cancelled the send to a slow client skipped them,
+    so a request that was made and billed was in neither. It is recorded now, as it happened:
+    made (its cost, deployment and attempts), ``cancelled`` with ``undelivered``, after a 200.
+    Until then it is still running for the shutdown, which waits for it to record itself
+    before the ledger's write-behind closes (``ImageService.wait_idle``)."""
+    stores = MemoryStores()
+    gov = Governance(
+        keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit, now=lambda: NOW
+    )
+    app = make_app(FakeBackend(), governance=gov, blobs=local_blobs(tmp_path))
+    service: ImageService = app.state.gateway.images
+    new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
+    running: list[int] = []
+
+    async def count_running() -> None:
+        running.append(await service.wait_idle(0))
+
+    sent, raised = await _cut_off(
+        app, {"prompt": "a fox"}, headers={"api-key": new.plaintext}, slow_client=True,
+        before_cancel=count_running,
+    )  # fmt: skip
+    assert sent[0]["status"] == 200 and isinstance(raised, asyncio.CancelledError)
+    assert running == [1] and await service.wait_idle(0) == 0
+    rows = await stores.ledger.entries()
+    [request] = [e for e in rows if e.kind is EntryKind.REQUEST]
+    assert (request.status, request.error_code, request.http_status) == ("cancelled", "undelivered", 200)
+    assert (request.cost_usd, request.cost_exact, request.deployment) == (
+        Decimal("0.042"),
+        True,
+        "gpt-image-1-swc",
+    )
+    assert [(e.attempt, e.status) for e in rows if e.kind is EntryKind.ATTEMPT] == [
+        (1, "rate_limited"),
+        (2, "ok"),
+    ]
+    events = [e async for e in stores.audit.export()]
+    assert [(e.action, e.outcome, e.details["http_status"]) for e in events] == [
+        ("image.generate", "undelivered", 200)
+    ]
+    budget = new.record.budget()
+    assert budget is not None
+    usage = await stores.budgets.usage(budget, NOW)
+    assert (usage.reserved_usd, usage.spent_usd) == (0, Decimal("0.042"))

@@ -42,7 +42,16 @@ from imagegate.ports import (
 from imagegate.stores.audit import PromptRetention, with_prompt
 from imagegate.types import AttemptRecord, ImageRequest, ImageResult
 
-__all__ = ["ANONYMOUS", "CANCELLED", "REPLAYED", "Caller", "Governance", "Outcome", "credential_from"]
+__all__ = [
+    "ANONYMOUS",
+    "CANCELLED",
+    "REPLAYED",
+    "UNDELIVERED",
+    "Caller",
+    "Governance",
+    "Outcome",
+    "credential_from",
+]
 
 log = logging.getLogger("imagegate.server")
 
@@ -57,6 +66,8 @@ class Outcome:
 
 CANCELLED = Outcome("cancelled", "cancelled")  # the client went away, or the gateway shut down
 REPLAYED = Outcome("replayed", "replayed")  # an Idempotency-Key repeat answered from the stored response
+# made and billed, but its response did not reach the client whole (a shutdown cut the send off)
+UNDELIVERED = Outcome("cancelled", "undelivered")
 
 
 @dataclass(frozen=True, slots=True)

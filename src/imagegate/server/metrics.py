@@ -168,7 +168,7 @@ class GatewayMetrics:
         )
         self.in_flight = Gauge(
             "imagegate_requests_in_flight",
-            "Image requests being served right now (a stream until its last byte is sent).",
+            "Image requests being served right now (until sent in full, or the client left, and recorded).",
             registry=r,
             multiprocess_mode="livesum",
         )

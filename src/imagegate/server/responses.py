@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import orjson
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -43,6 +44,9 @@ class SlicedResponse(Response):
       a second copy of the image per slow client. There the parts go in slices of at most
       256 KB, and the server's flow control between them (uvicorn waits for the buffer to
       drain) keeps a response at about one copy of its body however slow the client is.
+
+    ``background`` runs once the body is sent; ``undelivered`` instead, when sending it failed
+    or was cancelled (a graceful shutdown cancels a send to a slow client), shielded.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class SlicedResponse(Response):
         headers: Mapping[str, str] | None = None,
         media_type: str | None = None,
         background: BackgroundTask | None = None,
+        undelivered: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.parts: tuple[Part, ...] = (
             (content,) if isinstance(content, bytes | memoryview) else tuple(content)
@@ -60,6 +65,7 @@ class SlicedResponse(Response):
         if media_type is not None:
             self.media_type = media_type
         self.background = background
+        self.undelivered = undelivered
         raw = [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
             for k, v in (headers or {}).items()
@@ -76,26 +82,34 @@ class SlicedResponse(Response):
         return b"".join(self.parts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        step = _slice_bytes()
-        pieces = [p for p in self.parts if len(p)]
-        for i, part in enumerate(pieces):
-            last = i == len(pieces) - 1
-            if len(part) <= step:
-                await send({"type": "http.response.body", "body": part, "more_body": not last})
-                continue
-            view = memoryview(part)
-            for start in range(0, len(view), step):
-                end = start + step
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": view[start:end],
-                        "more_body": not (last and end >= len(view)),
-                    }
-                )
-        if not pieces:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            step = _slice_bytes()
+            pieces = [p for p in self.parts if len(p)]
+            for i, part in enumerate(pieces):
+                last = i == len(pieces) - 1
+                if len(part) <= step:
+                    await send({"type": "http.response.body", "body": part, "more_body": not last})
+                    continue
+                view = memoryview(part)
+                for start in range(0, len(view), step):
+                    end = start + step
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": view[start:end],
+                            "more_body": not (last and end >= len(view)),
+                        }
+                    )
+            if not pieces:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except BaseException:
+            if self.undelivered is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.undelivered()
+            raise
         if self.background is not None:
             await self.background()
 

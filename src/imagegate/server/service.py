@@ -46,7 +46,15 @@ from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobRef, BlobStore, ClaimStatus, IdempotencyStore, Reservation
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
-from imagegate.server.governance import CANCELLED, REPLAYED, Caller, Governance, Outcome, credential_from
+from imagegate.server.governance import (
+    CANCELLED,
+    REPLAYED,
+    UNDELIVERED,
+    Caller,
+    Governance,
+    Outcome,
+    credential_from,
+)
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
@@ -83,7 +91,7 @@ class ImageService:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     _replays: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
-    _running: int = field(default=0, init=False)  # image requests not finished (streams: not sent)
+    _running: int = field(default=0, init=False)  # image requests not finished: not sent and recorded
     _idle: anyio.Event | None = field(default=None, init=False)
 
     # ------------------------------------------------------------------ entry point
@@ -108,7 +116,9 @@ class ImageService:
             self.metrics.rate_limited.labels("budget").inc()
             raise
         finally:
-            if not isinstance(response, _ClosingStreamingResponse):  # a stream ends when it is sent
+            # A made response ends the request once it is sent and recorded (``_recorded``), or
+            # once its client is gone: until then a shutdown waits for it (``wait_idle``).
+            if not isinstance(response, _ClosingStreamingResponse | SlicedResponse):
                 self._end()
 
     def _begin(self) -> None:
@@ -430,8 +440,21 @@ class ImageService:
                 await record(http_status=status, outcome=Outcome("error", code))
             raise
         return SlicedResponse(
-            body, media_type="application/json", headers=headers, background=BackgroundTask(record)
+            body,
+            media_type="application/json",
+            headers=headers,
+            background=BackgroundTask(self._recorded, record),
+            undelivered=functools.partial(self._recorded, record, http_status=200, outcome=UNDELIVERED),
         ), stored
+
+    async def _recorded(self, record: Callable[..., Awaitable[None]], **cut_off: Any) -> None:
+        """The end of a request whose response was made: its ledger and audit rows once the body
+        is sent (``cut_off``: as made and billed but not delivered, when the send was cut off),
+        then it is no longer running."""
+        try:
+            await record(**cut_off)
+        finally:
+            self._end()
 
     async def _store(self, result: ImageResult) -> tuple[BlobRef, ...]:
         """Decode each image once and store it content-addressed, for ``response_format=url``."""

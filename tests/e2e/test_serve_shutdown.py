@@ -150,6 +150,10 @@ def test_the_sdk_gets_a_503_it_does_not_retry_and_the_log_has_no_traceback(gatew
     assert [line["message"] for line in warnings if "shutdown" in line["message"]] == [
         f"request {rid} stopped by the shutdown: answered 503 shutting_down"
     ]
+    # recorded as what happened: cancelled, the 503 its client got, the estimate kept (the
+    # attempt was in flight, so it may be billed); before, 499
+    [(status, http_status, code, cost_nanos, exact)] = gateway.ledger()
+    assert (status, http_status, code, exact) == ("cancelled", 503, "cancelled", 0) and cost_nanos > 0
 
 
 def test_a_response_cut_off_while_a_slow_client_reads_it_is_in_the_ledger(fast_gateway: Gateway) -> None:

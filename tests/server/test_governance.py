@@ -262,6 +262,20 @@ async def test_failed_request_records_its_attempts(
     assert request_row.cost_usd == Decimal("0.05") and not request_row.cost_exact
 
 
+async def test_an_unexpected_error_is_recorded_as_an_error_not_ok(
+    gw: httpx.AsyncClient, stores: MemoryStores, backend: FakeBackend
+) -> None:
+    # an exception outside the tree (a bug; the upstream client closed under a request still
+    # running at the end of a shutdown) was recorded as status "ok" with http_status 500
+    key = await _key(stores)
+    backend.fail_with = RuntimeError("Cannot send a request, as the client has been closed.")  # type: ignore[assignment]
+    r = await gw.post(GEN, json={"prompt": "x"}, headers={"api-key": key})
+    assert r.status_code == 500
+    [row] = await stores.ledger.entries(request_id=r.headers["x-request-id"])
+    assert (row.status, row.error_code, row.http_status, row.cost_usd) == ("error", "internal_error", 500, 0)
+    assert [e.outcome async for e in stores.audit.export()] == ["internal_error"]
+
+
 async def test_a_stream_is_in_the_ledger_and_the_audit_log(
     gw: httpx.AsyncClient, stores: MemoryStores
 ) -> None:

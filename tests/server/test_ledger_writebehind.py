@@ -135,9 +135,10 @@ class _SettlesOnceShutdownBegan:
 async def test_a_request_the_graceful_shutdown_cancels_is_in_the_ledger(tmp_path: Path) -> None:
     """uvicorn's graceful shutdown: when its timeout is over it cancels the requests still running
     and at once runs the app's lifespan shutdown, which drains and closes the write-behind. A
-    cancelled request settles its budget hold and records itself (499, its estimate kept: the
-    upstream was generating) only after that; before, its rows reached a closed queue and were
-    lost ("the ledger write-behind is closed"), for exactly the requests a shutdown cut off."""
+    cancelled request settles its budget hold and records itself (503, what its client gets; its
+    estimate kept: the upstream was generating) only after that; before, its rows reached a
+    closed queue and were lost ("the ledger write-behind is closed"), for exactly the requests a
+    shutdown cut off."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'imagegate.db'}"
     now = dt.datetime.now(dt.UTC)
     stores = await open_sql_stores(url)
@@ -185,6 +186,6 @@ async def test_a_request_the_graceful_shutdown_cancels_is_in_the_ledger(tmp_path
         usage = await stores.budgets.usage(budget, now)
     finally:
         await stores.aclose()
-    assert [(e.status, e.http_status, e.key_id) for e in rows] == [("cancelled", 499, new.record.id)]
+    assert [(e.status, e.http_status, e.key_id) for e in rows] == [("cancelled", 503, new.record.id)]
     assert [(e.action, e.outcome) for e in events] == [("image.generate", "cancelled")]
     assert usage.reserved_usd == 0 and usage.spent_usd == rows[0].cost_usd > 0

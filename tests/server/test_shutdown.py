@@ -16,13 +16,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
 
+from imagegate.config_load import load
 from imagegate.ports import EntryKind, KeyScope
+from imagegate.server.app import create_app
 from imagegate.server.governance import Governance
 from imagegate.server.service import ImageService
+from imagegate.server.settings import ServerSettings
 from imagegate.stores.memory import MemoryStores
 from imagegate.types import ImageRequest, ImageResult
 
@@ -32,6 +36,7 @@ from .test_images import local_blobs, make_app
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 GEN = "/v1/images/generations"
 UVICORN_CANCEL = "Task cancelled, timeout graceful shutdown exceeded"
+ENDPOINT = "http://emulator.imagegate.invalid"
 
 
 class _Generating(FakeBackend):
@@ -202,3 +207,94 @@ async def test_a_response_cut_off_mid_body_is_in_the_ledger_as_made_but_not_deli
     assert budget is not None
     usage = await stores.budgets.usage(budget, NOW)
     assert (usage.reserved_usd, usage.spent_usd) == (0, Decimal("0.042"))
+
+
+def _gateway(
+    upstream: httpx.AsyncClient,
+    stores: MemoryStores,
+    tmp_path: Path,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The real gateway (the library's pipeline, routing, attempt loop) over ``upstream``."""
+    return create_app(
+        load(None, {}, today=NOW.date()),
+        http_client=upstream,
+        sleep=sleep,
+        settings=ServerSettings(data_dir=tmp_path, url_secret=b"shutdown-tests-secret", probe_tick_s=0),
+        keys=stores.keys, budgets=stores.budgets, ledger=stores.ledger, audit=stores.audit,
+        idempotency=stores.idempotency, open_access=False,
+    )  # fmt: skip
+
+
+async def test_a_request_cancelled_while_the_upstream_generates_keeps_its_estimate(tmp_path: Path) -> None:
+    """Its attempt was sent and may be billed: the estimate stays on the budget. The ledger says
+    what its client got, 503 (was 499), and has the attempt's row (was missing)."""
+    stores = MemoryStores()
+    now = datetime.now(UTC)
+    new = await stores.keys.create("team", KeyScope(budget_usd=Decimal("1")), now)
+    reached = asyncio.Event()
+
+    async def generating(request: httpx.Request) -> httpx.Response:
+        reached.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(generating), base_url=ENDPOINT) as upstream:
+        app = _gateway(upstream, stores, tmp_path)
+        sent, raised = await _cut_off(
+            app,
+            {"prompt": "a fox", "quality": "low"},
+            headers={"api-key": new.plaintext},
+            reached=reached.wait,
+        )
+    assert sent[0]["status"] == 503 and raised is None
+    rows = await stores.ledger.entries()
+    [request] = [e for e in rows if e.kind is EntryKind.REQUEST]
+    assert (request.status, request.http_status, request.error_code, request.cost_exact) == (
+        "cancelled", 503, "cancelled", False,
+    )  # fmt: skip
+    assert request.cost_usd > 0
+    [attempt] = [e for e in rows if e.kind is EntryKind.ATTEMPT]
+    assert (attempt.attempt, attempt.status, attempt.cost_exact) == (1, "cancelled", False)
+    budget = new.record.budget()
+    assert budget is not None
+    usage = await stores.budgets.usage(budget, now)
+    assert (usage.reserved_usd, usage.spent_usd) == (0, request.cost_usd)
+
+
+async def test_a_request_cancelled_with_no_attempt_in_flight_releases_its_hold(tmp_path: Path) -> None:
+    """Azure answered 500 (not billed) and the attempt loop waits before its next attempt when
+    the shutdown cancels the request: nothing may have been billed. Before, any cancelled
+    request kept its estimate, so a shutdown charged every waiting request's budget."""
+    stores = MemoryStores()
+    now = datetime.now(UTC)
+    new = await stores.keys.create("team", KeyScope(budget_usd=Decimal("1")), now)
+    waiting = asyncio.Event()
+
+    async def failing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"error": {"code": "server_error", "message": "try again"}})
+
+    async def sleep(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(failing), base_url=ENDPOINT) as upstream:
+        app = _gateway(upstream, stores, tmp_path, sleep=sleep)
+        sent, _ = await _cut_off(
+            app,
+            {"prompt": "a fox", "quality": "low"},
+            headers={"api-key": new.plaintext},
+            reached=waiting.wait,
+        )
+    assert sent[0]["status"] == 503
+    rows = await stores.ledger.entries()
+    [request] = [e for e in rows if e.kind is EntryKind.REQUEST]
+    assert (request.status, request.http_status, request.cost_usd, request.cost_exact) == (
+        "cancelled", 503, 0, True,
+    )  # fmt: skip
+    attempts = [(e.status, e.http_status, e.cost_exact) for e in rows if e.kind is EntryKind.ATTEMPT]
+    assert attempts and all(a == ("upstream_failed", 500, True) for a in attempts), attempts
+    budget = new.record.budget()
+    assert budget is not None
+    usage = await stores.budgets.usage(budget, now)
+    assert (usage.reserved_usd, usage.spent_usd) == (0, 0)

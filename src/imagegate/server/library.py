@@ -2,15 +2,17 @@
 
 The HTTP gateway runs exactly the request path the Python library runs (validation and
 translation, routing, the upstream attempt loop, pricing: ``pipeline/build.py``); this adapter
-only maps the parsed HTTP request onto ``AsyncImageGate``'s public methods.
+only maps the parsed HTTP request onto ``AsyncImageGate``'s public methods. A request cancelled
+(a shutdown) carries the attempts it had made on its cancellation, as an error carries them: the
+service keeps the estimate on the budget only when one of them may have been billed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import fields
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +23,8 @@ from imagegate.policy.pricing import reservation_estimate
 from imagegate.policy.validation import validate
 from imagegate.server.backend import NO_OPTIONS, StreamItem
 from imagegate.server.options import RequestOptions
-from imagegate.types import EditRequest, ImageRequest, ImageResult
+from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult
+from imagegate.upstream.client import AttemptsSeen
 
 __all__ = ["DEFAULT_PARTIAL_IMAGES", "LibraryBackend"]
 
@@ -55,19 +58,31 @@ class LibraryBackend:
         if isinstance(request, EditRequest):
             return await self.edit(request, request_id=request_id, options=options)
         params = _given(request, (*_GENERATE, *_GENERATE_MORE))
-        return await self.gate.generate(request.prompt, model=request.model, **params, **options.kwargs())
+        with AttemptsSeen() as seen:
+            try:
+                return await self.gate.generate(
+                    request.prompt, model=request.model, **params, **options.kwargs()
+                )
+            except BaseException as exc:
+                _tried(exc, seen)
+                raise
 
     async def edit(
         self, request: EditRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
     ) -> ImageResult:
-        return await self.gate.edit(
-            [image.data for image in request.images],
-            request.prompt,
-            mask=request.mask.data if request.mask is not None else None,
-            model=request.model,
-            **_given(request, _EDIT),
-            **options.kwargs(),
-        )
+        with AttemptsSeen() as seen:
+            try:
+                return await self.gate.edit(
+                    [image.data for image in request.images],
+                    request.prompt,
+                    mask=request.mask.data if request.mask is not None else None,
+                    model=request.model,
+                    **_given(request, _EDIT),
+                    **options.kwargs(),
+                )
+            except BaseException as exc:
+                _tried(exc, seen)
+                raise
 
     async def stream(
         self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
@@ -100,17 +115,24 @@ class LibraryBackend:
             except Exception as exc:  # delivered to the consumer, which raises it
                 await queue.put(exc)
 
-        task = asyncio.create_task(pump())
+        with AttemptsSeen() as seen:  # the pump's copy of this context shares the list
+            task = asyncio.create_task(pump())
+        stopped: BaseException | None = None
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+        except BaseException as exc:
+            stopped = exc
+            raise
         finally:
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if stopped is not None:  # once the pump has recorded the attempt it was making
+                _tried(stopped, seen)
 
     def estimate_usd(
         self, request: ImageRequest, options: RequestOptions = NO_OPTIONS, *, stream: bool = False
@@ -177,6 +199,13 @@ class LibraryBackend:
             return self.gate.spec_for(request.model).default_quality
         except (ImageGateError, KeyError, ValueError):
             return None
+
+
+def _tried(exc: BaseException, seen: Sequence[AttemptRecord]) -> None:
+    """Put on a cancellation the attempts made before it, numbered in order as the pipeline
+    numbers a request's attempts (an error of the tree carries its own)."""
+    if not isinstance(exc, Exception):
+        exc.attempts = tuple(replace(a, number=i) for i, a in enumerate(seen, start=1))  # type: ignore[attr-defined]
 
 
 def _without_images(request: ImageRequest) -> ImageRequest:

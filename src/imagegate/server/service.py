@@ -39,6 +39,7 @@ from imagegate.errors import (
     NotFound,
     RateLimited,
     ResponseGone,
+    ShuttingDown,
     StorageError,
     UpstreamFailed,
 )
@@ -350,22 +351,39 @@ class ImageService:
         started: datetime,
         estimate: Decimal,
         idem_key: str | None,
+        *,
+        streaming: bool = False,
     ) -> None:
         """Settle and record a failure (shielded: a client that hung up must not leave a budget
-        hold behind). A request that was sent may have been billed: its estimate is kept. So is
-        the estimate of a request abandoned while it ran (the client went away, the gateway shut
-        down): its upstream call may already be generating."""
+        hold behind). The estimate is kept when an attempt may have been billed: sent, with its
+        outcome unknown (``_may_have_billed``). So is a stream's, abandoned once it was under way
+        (``streaming``: its client went away, or a shutdown): its upstream call was generating.
+
+        A request cancelled before its response started was cancelled by the server (a graceful
+        shutdown): recorded with the 503 ``shutting_down`` its client got (``ErrorMiddleware``)
+        and the attempts it had made (``LibraryBackend`` puts them on the cancellation); only one
+        in flight, or one that may have been billed, keeps the estimate. An unexpected exception
+        is an ``error``, ``internal_error``, 500."""
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit)
-        billed = estimate if cancelled or _may_have_billed(exc) else None
         error = exc if isinstance(exc, ImageGateError) else None
+        outcome = None
+        if cancelled:
+            outcome, status = CANCELLED, CLIENT_CLOSED if streaming else ShuttingDown.http_status
+            if not streaming:
+                error = ShuttingDown()
+                error.attempts = tuple(getattr(exc, "attempts", ()))
+        elif error is None:
+            outcome, status = Outcome("error", "internal_error"), 500
+        else:
+            status = error.http_status
+        billed = estimate if (cancelled and streaming) or _may_have_billed(error or exc) else None
         self._observe_attempts(error.attempts if error is not None else ())
-        status = error.http_status if error else (CLIENT_CLOSED if cancelled else 500)
         with anyio.CancelScope(shield=True):
             await self.governance.settle(hold, billed)
             await self.governance.record(
                 caller=caller, request=request, request_id=request_id, started_at=started, error=error,
                 cost_usd=billed or Decimal(0), cost_exact=billed is None, idempotency_key=idem_key,
-                http_status=status, outcome=CANCELLED if cancelled else None,
+                http_status=status, outcome=outcome,
             )  # fmt: skip
 
     async def _succeeded(
@@ -434,10 +452,14 @@ class ImageService:
             body = encode_images(result, urls=urls, echo=_echo(request, result))
             headers = result_headers(result)
         except BaseException as exc:  # made and billed, but not delivered: recorded as such
-            code = exc.code if isinstance(exc, ImageGateError) else "internal_error"
-            status = exc.http_status if isinstance(exc, ImageGateError) else 500
+            if isinstance(exc, ImageGateError):
+                status, outcome = exc.http_status, Outcome("error", exc.code)
+            elif isinstance(exc, Exception):
+                status, outcome = 500, Outcome("error", "internal_error")
+            else:  # cancelled: a shutdown (its client gets a 503, ``ErrorMiddleware``)
+                status, outcome = ShuttingDown.http_status, UNDELIVERED
             with anyio.CancelScope(shield=True):
-                await record(http_status=status, outcome=Outcome("error", code))
+                await record(http_status=status, outcome=outcome)
             raise
         return SlicedResponse(
             body,
@@ -513,23 +535,30 @@ class ImageService:
                     item = await anext(items, None)
             except ImageGateError as exc:
                 settled = True
-                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                await self._failed(
+                    exc, caller, request, request_id, hold, started, estimate, None, streaming=True
+                )
                 yield error_event(bytes(render_error(exc, request_id=request_id).body))
             except Exception as exc:
                 settled = True
-                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                await self._failed(
+                    exc, caller, request, request_id, hold, started, estimate, None, streaming=True
+                )
                 yield error_event(bytes(internal_error_response(request_id).body))
                 raise
             except BaseException as exc:  # cancelled or closed: the client went away mid-stream
                 settled = True
-                await self._failed(exc, caller, request, request_id, hold, started, estimate, None)
+                await self._failed(
+                    exc, caller, request, request_id, hold, started, estimate, None, streaming=True
+                )
                 raise
             finally:
                 with anyio.CancelScope(shield=True):
                     if not settled:  # closed at a frame (aclose): the same as a hang-up
                         await self._failed(
-                            GeneratorExit(), caller, request, request_id, hold, started, estimate, None
-                        )
+                            GeneratorExit(), caller, request, request_id, hold, started, estimate, None,
+                            streaming=True,
+                        )  # fmt: skip
                     if record is not None:
                         await record()
 

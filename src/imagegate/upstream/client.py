@@ -5,7 +5,8 @@ several; today the pipeline passes the deployments serving the model). For each 
 the wire request (``azure.wire_request``), sends it on the one shared ``httpx.AsyncClient``,
 classifies the outcome (``azure.classify``), asks the pure ``policy.retry.decide`` what to do, and
 sleeps through the injected ``sleep``. Failing over to the next deployment counts as an attempt.
-Every attempt is recorded (``AttemptRecord``) on the result, or on the error when it gives up.
+Every attempt is recorded (``AttemptRecord``) on the result, or on the error when it gives up;
+a caller whose request may be cancelled, when neither exists, collects them (``AttemptsSeen``).
 
 Time comes from the injected ``clock`` (monotonic seconds) and randomness from ``rand`` so tests
 run with a fake clock and no real sleeping. One log line per attempt: deployment, status,
@@ -19,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -51,7 +53,7 @@ from imagegate.upstream.azure import (
     wire_request,
 )
 
-__all__ = ["AttemptHooks", "OnPartial", "ProbeResult", "UpstreamClient"]
+__all__ = ["AttemptHooks", "AttemptsSeen", "OnPartial", "ProbeResult", "UpstreamClient"]
 
 log = logging.getLogger("imagegate.upstream")
 
@@ -69,6 +71,27 @@ class ProbeResult:
     status_code: int | None
     detail: str
     latency_s: float
+
+
+# The records of the attempts made for the requests run in this context, each as it ends (a
+# cancelled one too). Tasks a request starts share the list: a context is copied, the list is not.
+_SEEN: ContextVar[list[AttemptRecord] | None] = ContextVar("imagegate_attempts_seen", default=None)
+
+
+class AttemptsSeen:
+    """``with AttemptsSeen() as seen:`` a list that receives the record of every attempt made
+    inside: what a request had tried when it was cancelled, for then neither a result nor an
+    error carries them. (A class, not ``contextmanager``: it wraps every gateway request.)"""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> list[AttemptRecord]:
+        seen: list[AttemptRecord] = []
+        self._token = _SEEN.set(seen)
+        return seen
+
+    def __exit__(self, *exc: object) -> None:
+        _SEEN.reset(self._token)
 
 
 class AttemptHooks(Protocol):
@@ -372,6 +395,9 @@ class UpstreamClient:
         hooks: AttemptHooks | None, dep: DeploymentConfig, records: list[AttemptRecord], record: AttemptRecord
     ) -> None:
         records.append(record)
+        seen = _SEEN.get()
+        if seen is not None:
+            seen.append(record)
         if hooks is not None:
             await hooks.finished(dep, record)
 

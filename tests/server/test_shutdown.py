@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -298,3 +299,101 @@ async def test_a_request_cancelled_with_no_attempt_in_flight_releases_its_hold(t
     assert budget is not None
     usage = await stores.budgets.usage(budget, now)
     assert (usage.reserved_usd, usage.spent_usd) == (0, 0)
+
+
+async def test_an_idempotency_key_cut_off_while_billable_is_final_not_run_again(tmp_path: Path) -> None:
+    """The shutdown cancelled an Idempotency-Key request while Azure generated: the key was freed,
+    so the client's retry with it (to this or another replica) generated and billed a second
+    image. The key now answers what the client got, the 503 (as for an error after sending)."""
+    stores = MemoryStores()
+    new = await stores.keys.create("team", KeyScope(), datetime.now(UTC))
+    reached = asyncio.Event()
+    calls = 0
+
+    async def generating(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        reached.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    headers = {"api-key": new.plaintext, "idempotency-key": "order-7"}
+    body = {"prompt": "a fox", "quality": "low"}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(generating), base_url=ENDPOINT) as upstream:
+        app = _gateway(upstream, stores, tmp_path)
+        sent, _ = await _cut_off(app, body, headers=headers, reached=reached.wait)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as gw:
+            with anyio.fail_after(10):
+                again = await gw.post(GEN, json=body, headers=headers)
+    first = b"".join(m.get("body", b"") for m in sent[1:])
+    assert (sent[0]["status"], again.status_code, calls) == (503, 503, 1)
+    assert again.content == first and again.headers["x-imagegate-idempotent-replay"] == "true"
+    assert again.headers["x-should-retry"] == "false"
+
+
+class _GeneratingOnce(_Generating):
+    """Still generating at the first call (with no attempt known to be billed); done after."""
+
+    async def generate(self, request: ImageRequest, **kwargs: Any) -> ImageResult:
+        if not self.calls:
+            return await super().generate(request, **kwargs)
+        self.calls.append(request)
+        return self._result(request)
+
+
+async def test_an_idempotency_key_cut_off_before_anything_was_billed_may_run_again(tmp_path: Path) -> None:
+    stores = MemoryStores()
+    backend = _GeneratingOnce()
+    app = make_app(backend, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
+    headers = {"idempotency-key": "order-8"}
+    sent, _ = await _cut_off(app, {"prompt": "a fox"}, headers=headers, reached=backend.reached.wait)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as gw:
+        again = await gw.post(GEN, json={"prompt": "a fox"}, headers=headers)
+    assert (sent[0]["status"], again.status_code, len(backend.calls)) == (503, 200, 2)
+
+
+class _StallingBlobs:
+    """An image store whose first write waits until the request is cancelled (a large answer
+    written to a slow disk while the shutdown comes); writes after it go through."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.stalled = asyncio.Event()
+
+    async def put(self, data: bytes, content_type: str) -> Any:
+        if not self.stalled.is_set():
+            self.stalled.set()
+            await asyncio.Event().wait()
+        return await self.inner.put(data, content_type)
+
+    async def get(self, digest: str) -> bytes:
+        return await self.inner.get(digest)  # type: ignore[no-any-return]
+
+    def signed_url(self, ref: Any, now: datetime, *, ttl_s: float) -> str:
+        return self.inner.signed_url(ref, now, ttl_s=ttl_s)  # type: ignore[no-any-return]
+
+
+async def test_an_answer_cut_off_while_kept_for_its_idempotency_key_is_recorded_and_replayed(
+    tmp_path: Path,
+) -> None:
+    """The images were made and billed, and the shutdown cancelled the request while it stored
+    the answer for the key's replays. Before, the request was in neither the ledger nor the
+    audit log, and the key stayed claimed: a retry with it waited out the claim (65 minutes),
+    then failed. Now it is recorded as not delivered, with the 503 its client got, and the
+    answer is kept: a retry with the key gets the images, without a second generation."""
+    stores = MemoryStores()
+    gov = Governance(ledger=stores.ledger, audit=stores.audit, now=lambda: NOW)
+    backend = FakeBackend()
+    blobs = _StallingBlobs(local_blobs(tmp_path))
+    app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=blobs)
+    headers = {"idempotency-key": "order-9"}
+    sent, _ = await _cut_off(app, {"prompt": "a fox"}, headers=headers, reached=blobs.stalled.wait)
+    assert sent[0]["status"] == 503
+    [request] = [e for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST]
+    assert (request.status, request.error_code, request.http_status) == ("cancelled", "undelivered", 503)
+    assert (request.cost_usd, request.cost_exact) == (Decimal("0.042"), True)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as gw:
+        with anyio.fail_after(10):
+            again = await gw.post(GEN, json={"prompt": "a fox"}, headers=headers)
+    assert again.status_code == 200 and again.headers["x-imagegate-idempotent-replay"] == "true"
+    assert len(again.json()["data"]) == 1 and len(backend.calls) == 1

@@ -196,7 +196,7 @@ class ImageService:
         if call.stream:
             return await self._stream(call, caller, request_id)
         if not idem_key or self.idempotency is None:
-            response, _ = await self._run(call, caller, request_id, origin, idem_key)
+            response, _, _ = await self._run(call, caller, request_id, origin, idem_key)
             return response
         return await self._idempotent(call, caller, request_id, origin, idem_key)
 
@@ -252,25 +252,57 @@ class ImageService:
             )  # fmt: skip
             return response
         try:
-            response, stored = await self._run(call, caller, request_id, origin, idem_key)
+            response, stored, record = await self._run(call, caller, request_id, origin, idem_key)
         except ImageGateError as exc:
-            with anyio.CancelScope(shield=True):
-                if _may_have_billed(exc):
-                    # Azure may have made (and billed) the image: this answer is final for the key,
-                    # or a retry would buy a second one. A new Idempotency-Key runs again.
-                    ref = await self._remember(render_error(exc, request_id=request_id))
-                    await self.idempotency.complete(
-                        caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
-                    )
-                else:  # nothing was billed: a retry with the same key may run again
-                    await self.idempotency.release(caller.key_id, idem_key)
+            await self._unanswered(exc, render_error(exc, request_id=request_id), caller, idem_key)
             raise
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.idempotency.release(caller.key_id, idem_key)
+        except BaseException as exc:  # cancelled (a shutdown): its client gets a 503 (ErrorMiddleware)
+            shutting_down = render_error(ShuttingDown(), request_id=request_id)
+            await self._unanswered(exc, shutting_down, caller, idem_key)
             raise
         try:
-            ref = await self._remember(response, stored)
+            await self._keep(response, stored, caller, idem_key, request_id)
+        except BaseException as exc:
+            # Cancelled (a shutdown) before the answer went out, though the images were made and
+            # billed: recorded as not delivered, and kept for the key all the same, so a retry
+            # with it gets them (it would have waited out the claim, then failed).
+            with anyio.CancelScope(shield=True):
+                await record(**_not_delivered(exc))
+                if isinstance(exc, Exception):
+                    await self.idempotency.release(caller.key_id, idem_key)
+                else:
+                    await self._keep(response, stored, caller, idem_key, request_id)
+            raise
+        response.headers["x-imagegate-idempotent-replay"] = "false"
+        return response
+
+    async def _unanswered(self, exc: BaseException, answer: Response, caller: Caller, idem_key: str) -> None:
+        """The key of a request that failed or was cancelled, ``answer`` being what its client
+        got. If Azure may have made (and billed) the image, that answer is final for the key, or
+        a retry would buy a second one (a new Idempotency-Key runs again); if nothing was billed,
+        a retry with the same key may run again."""
+        assert self.idempotency is not None
+        with anyio.CancelScope(shield=True):
+            if _may_have_billed(exc):
+                ref = await self._remember(answer)
+                await self.idempotency.complete(
+                    caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
+                )
+            else:
+                await self.idempotency.release(caller.key_id, idem_key)
+
+    async def _keep(
+        self,
+        response: Response,
+        images: tuple[BlobRef, ...],
+        caller: Caller,
+        idem_key: str,
+        request_id: str,
+    ) -> None:
+        """Keep a made answer for the key's replays."""
+        assert self.idempotency is not None
+        try:
+            ref = await self._remember(response, images)
             await self.idempotency.complete(
                 caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
             )
@@ -280,8 +312,6 @@ class ImageService:
             log.error("could not keep the response for Idempotency-Key replays (%s): %s", request_id, exc)
             with anyio.CancelScope(shield=True):
                 await self.idempotency.release(caller.key_id, idem_key)
-        response.headers["x-imagegate-idempotent-replay"] = "false"
-        return response
 
     async def _remember(self, response: Response, images: tuple[BlobRef, ...] = ()) -> str:
         """Keep ``response`` for replays; ``images`` are the stored images its URLs point at,
@@ -433,8 +463,10 @@ class ImageService:
 
     async def _run(
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
-    ) -> tuple[Response, tuple[BlobRef, ...]]:
-        """The request run once; the response and the images stored for its URLs (if any)."""
+    ) -> tuple[Response, tuple[BlobRef, ...], Callable[..., Awaitable[None]]]:
+        """The request run once; the response, the images stored for its URLs (if any) and its
+        ledger/audit write, which the response runs once it is sent (``_recorded``), or whoever
+        does not send it."""
         request = call.request
         hold, started, estimate = await self._guarded(caller, call)
         try:
@@ -452,22 +484,20 @@ class ImageService:
             body = encode_images(result, urls=urls, echo=_echo(request, result))
             headers = result_headers(result)
         except BaseException as exc:  # made and billed, but not delivered: recorded as such
-            if isinstance(exc, ImageGateError):
-                status, outcome = exc.http_status, Outcome("error", exc.code)
-            elif isinstance(exc, Exception):
-                status, outcome = 500, Outcome("error", "internal_error")
-            else:  # cancelled: a shutdown (its client gets a 503, ``ErrorMiddleware``)
-                status, outcome = ShuttingDown.http_status, UNDELIVERED
             with anyio.CancelScope(shield=True):
-                await record(http_status=status, outcome=outcome)
+                await record(**_not_delivered(exc))
             raise
-        return SlicedResponse(
-            body,
-            media_type="application/json",
-            headers=headers,
-            background=BackgroundTask(self._recorded, record),
-            undelivered=functools.partial(self._recorded, record, http_status=200, outcome=UNDELIVERED),
-        ), stored
+        return (
+            SlicedResponse(
+                body,
+                media_type="application/json",
+                headers=headers,
+                background=BackgroundTask(self._recorded, record),
+                undelivered=functools.partial(self._recorded, record, http_status=200, outcome=UNDELIVERED),
+            ),
+            stored,
+            record,
+        )
 
     async def _recorded(self, record: Callable[..., Awaitable[None]], **cut_off: Any) -> None:
         """The end of a request whose response was made: its ledger and audit rows once the body
@@ -607,6 +637,16 @@ def _may_have_billed(exc: BaseException) -> bool:
     if attempts:
         return any(attempt.may_be_billed for attempt in attempts)
     return isinstance(exc, UpstreamFailed)
+
+
+def _not_delivered(exc: BaseException) -> dict[str, Any]:
+    """How a request whose images were made (and billed) is recorded when ``exc`` kept its answer
+    from going out: with the status its client got instead."""
+    if isinstance(exc, ImageGateError):
+        return {"http_status": exc.http_status, "outcome": Outcome("error", exc.code)}
+    if isinstance(exc, Exception):
+        return {"http_status": 500, "outcome": Outcome("error", "internal_error")}
+    return {"http_status": ShuttingDown.http_status, "outcome": UNDELIVERED}  # cancelled: a shutdown
 
 
 def _without_images(request: ImageRequest) -> ImageRequest:

@@ -397,3 +397,25 @@ async def test_an_answer_cut_off_while_kept_for_its_idempotency_key_is_recorded_
             again = await gw.post(GEN, json={"prompt": "a fox"}, headers=headers)
     assert again.status_code == 200 and again.headers["x-imagegate-idempotent-replay"] == "true"
     assert len(again.json()["data"]) == 1 and len(backend.calls) == 1
+
+
+async def test_a_stream_the_shutdown_cuts_off_is_one_warning_and_keeps_its_estimate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mid-stream, only the connection is left: the cancellation goes on to the server after one
+    warning line. The stream was under way (its upstream generating): cancelled, 499, the
+    estimate kept, as for a client that hangs up mid-stream."""
+    stores = MemoryStores()
+    gov = Governance(ledger=stores.ledger, audit=stores.audit, now=lambda: NOW)
+    app = make_app(FakeBackend(), governance=gov, blobs=local_blobs(tmp_path))
+    with caplog.at_level(logging.INFO):
+        sent, raised = await _cut_off(
+            app, {"prompt": "a fox", "stream": True, "partial_images": 2}, slow_client=True
+        )
+    assert sent[0]["status"] == 200 and isinstance(raised, asyncio.CancelledError)
+    [line] = _errors_and_warnings(caplog)
+    assert line.levelno == logging.WARNING and "response started" in line.getMessage()
+    [request] = [e for e in await stores.ledger.entries() if e.kind is EntryKind.REQUEST]
+    assert (request.status, request.http_status, request.cost_usd, request.cost_exact) == (
+        "cancelled", 499, Decimal("0.05"), False,
+    )  # fmt: skip

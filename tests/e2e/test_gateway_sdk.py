@@ -337,6 +337,39 @@ def test_models_through_both_clients(gateway: tuple[str, str, str]) -> None:
             client.models.retrieve("no-such-model")
 
 
+def test_models_need_a_key_and_show_what_it_may_use(
+    gateway: tuple[str, str, str], faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]]
+) -> None:
+    """As OpenAI's `models.list()`: a gateway that checks keys answers it only with a valid key
+    (the image routes' 401), and lists what that key may use; in open mode anyone may list."""
+    url, _, mini = gateway
+    for path in ("/v1/models", "/openai/models?api-version=" + API_VERSION, "/v1/models/gpt-image-1"):
+        assert httpx.get(f"{url}{path}").status_code == 401
+    wrong = "ig-wrong-key-123456789012345"
+    for client in (
+        openai.OpenAI(base_url=f"{url}/v1", api_key=wrong, max_retries=0),
+        openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, api_key=wrong, max_retries=0),
+    ):
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+        with pytest.raises(openai.AuthenticationError):
+            client.models.retrieve("gpt-image-1")
+    for client in (
+        openai.OpenAI(base_url=f"{url}/v1", api_key=mini, max_retries=0),
+        openai.AzureOpenAI(azure_endpoint=url, api_version=API_VERSION, azure_ad_token=mini, max_retries=0),
+    ):
+        assert [m.id for m in client.models.list()] == ["gpt-image-1-mini"]
+        assert client.models.retrieve("gpt-image-1-mini").id == "gpt-image-1-mini"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-image-1")
+    open_url, _ = faulty
+    anyone = openai.AzureOpenAI(
+        azure_endpoint=open_url, api_version=API_VERSION, api_key="any", max_retries=0
+    )
+    assert "gpt-image-1" in [m.id for m in anyone.models.list()]
+    assert httpx.get(f"{open_url}/v1/models").status_code == 200
+
+
 def test_an_sdk_timeout_does_not_become_stacked_retries(
     faulty: tuple[str, Callable[[str, list[dict[str, object]]], None]],
 ) -> None:

@@ -5,14 +5,25 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from imagegate.ports import KeyScope
 from imagegate.server.app import build_app
-from imagegate.server.state import GatewayState
+from imagegate.server.governance import Governance
+from imagegate.server.metrics import GatewayMetrics
+from imagegate.server.service import ImageService
+from imagegate.server.state import GatewayState, ModelEntry
+from imagegate.stores.memory import MemoryStores
+
+from .fakes import FakeBackend
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -50,6 +61,78 @@ async def test_models_list_in_openai_shape(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/models/dall-e-3")).json()["id"] == "dall-e-3"
     r = await client.get("/v1/models/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+MODEL_ROUTES = ("/v1/models", "/v1/models/dall-e-3", "/openai/models", "/openai/models/dall-e-3")
+
+
+@pytest.fixture
+async def keyed(stores: MemoryStores) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway that checks virtual keys (not open mode), serving three models."""
+    metrics = GatewayMetrics()
+    service = ImageService(
+        backend=FakeBackend(), governance=Governance(keys=stores.keys, now=lambda: NOW), metrics=metrics
+    )
+    models = (ModelEntry("default"), ModelEntry("gpt-image-1"), ModelEntry("dall-e-3"))
+    state = GatewayState(metrics=metrics, images=service, models=lambda: models)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(state)), base_url="http://gw"
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def stores() -> MemoryStores:
+    return MemoryStores()
+
+
+async def test_the_model_list_needs_a_valid_key_when_the_gateway_checks_keys(
+    keyed: httpx.AsyncClient, stores: MemoryStores
+) -> None:
+    """As OpenAI's: a gateway that requires keys does not show its models (deployment names
+    among them) to anyone; missing, unknown and revoked keys get the image routes' 401."""
+    revoked = await stores.keys.create("gone", KeyScope(), NOW)
+    await stores.keys.revoke(revoked.record.id, NOW)
+    for headers in (
+        {},
+        {"api-key": "ig-not-a-real-key-000000000"},
+        {"authorization": f"Bearer {revoked.plaintext}"},
+    ):
+        image = await keyed.post("/v1/images/generations", json={"prompt": "x"}, headers=headers)
+        assert image.status_code == 401
+        for route in MODEL_ROUTES:
+            r = await keyed.get(route, headers=headers)
+            assert r.status_code == 401, (route, headers)
+            assert r.json() == image.json()
+            assert r.headers["x-should-retry"] == "false"
+
+
+async def test_a_key_sees_the_models_it_may_use(keyed: httpx.AsyncClient, stores: MemoryStores) -> None:
+    limited = (await stores.keys.create("limited", KeyScope(models=("dall-e-3", "gone")), NOW)).plaintext
+    full = (await stores.keys.create("full", KeyScope(), NOW)).plaintext
+    for listing in ("/v1/models", "/openai/models"):
+        r = await keyed.get(listing, headers={"api-key": limited})
+        assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["dall-e-3"]
+        r = await keyed.get(listing, headers={"authorization": f"Bearer {full}"})
+        assert [m["id"] for m in r.json()["data"]] == ["default", "gpt-image-1", "dall-e-3"]
+    for one in ("/v1/models", "/openai/models"):
+        assert (await keyed.get(f"{one}/dall-e-3", headers={"api-key": limited})).json()["id"] == "dall-e-3"
+        r = await keyed.get(f"{one}/gpt-image-1", headers={"api-key": limited})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert (await keyed.get(f"{one}/gpt-image-1", headers={"api-key": full})).status_code == 200
+
+
+async def test_the_model_list_stays_open_in_open_mode() -> None:
+    metrics = GatewayMetrics()
+    service = ImageService(backend=FakeBackend(), governance=Governance(keys=None), metrics=metrics)
+    state = GatewayState(metrics=metrics, images=service, models=lambda: (ModelEntry("gpt-image-1"),))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app(state)), base_url="http://gw"
+    ) as c:
+        for route in ("/v1/models", "/openai/models"):
+            r = await c.get(route)
+            assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["gpt-image-1"]
+        assert (await c.get("/v1/models/gpt-image-1", headers={"api-key": "anything"})).status_code == 200
 
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "KeyRecord",
     "KeyScope",
     "RequestScope",
+    "active_key",
     "authorize",
     "check_models",
     "hash_key",
@@ -139,6 +140,15 @@ def _check_active(key: KeyRecord, now: datetime) -> None:
         )
 
 
+def active_key(key: KeyRecord | None, now: datetime) -> KeyRecord:
+    """``key`` if it may be used at ``now``, whatever the request; else 401 (no such key, revoked,
+    expired)."""
+    if key is None:
+        raise AuthenticationError("Incorrect API key provided: no such imagegate key")
+    _check_active(key, now)
+    return key
+
+
 def authorize(
     key: KeyRecord | None,
     request: RequestScope,
@@ -147,9 +157,7 @@ def authorize(
     quality_rank: Mapping[str, int] = QUALITY_RANK,
 ) -> Authorization:
     """Decide whether ``key`` may make ``request`` at ``now``."""
-    if key is None:
-        raise AuthenticationError("Incorrect API key provided: no such imagegate key")
-    _check_active(key, now)
+    key = active_key(key, now)
     scope = key.scope
     who = f"API key {key.prefix}… ({key.name})"
     if scope.models and request.logical_model not in scope.models:

@@ -27,7 +27,7 @@ from decimal import Decimal
 from imagegate.config import DEFAULT_GROUP
 from imagegate.errors import AuthenticationError, ImageGateError, UpstreamFailed
 from imagegate.policy.budget import BudgetSpec
-from imagegate.policy.keys import KeyRecord, RequestScope, authorize
+from imagegate.policy.keys import KeyRecord, RequestScope, active_key, authorize
 from imagegate.ports import (
     AuditEvent,
     AuditLog,
@@ -132,6 +132,12 @@ class Governance:
                 "You didn't provide an API key. Send it as 'api-key: <key>' or 'Authorization: Bearer <key>'."
             )
         return await self.keys.authenticate(credential)
+
+    async def key_of(self, credential: str | None) -> KeyRecord | None:
+        """The active key ``credential`` is, for a request that is not an image request (the
+        model list): the same 401s as an image request's. ``None`` in open mode."""
+        record = await self.identify(credential)
+        return None if self.keys is None else active_key(record, self.now())
 
     async def admit(self, record: KeyRecord | None, scope: RequestScope) -> Caller:
         """The caller, if ``record`` may make this request now: 401 (unknown, revoked, expired),

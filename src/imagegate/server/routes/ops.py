@@ -1,7 +1,13 @@
 """Operational routes: liveness, readiness, the model list (``/v1/models`` for ``OpenAI`` clients,
-``/openai/models`` for ``AzureOpenAI`` ones) and Prometheus metrics."""
+``/openai/models`` for ``AzureOpenAI`` ones) and Prometheus metrics.
+
+The model list is not public when the gateway checks keys (as OpenAI's is not): it needs a valid
+virtual key, as the image routes do, and lists only the models that key may use (every one for a
+key not limited to models). In open mode anyone may read it."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import orjson
 from fastapi import APIRouter
@@ -10,8 +16,10 @@ from starlette.responses import Response
 
 from imagegate.errors import NotFound, StorageError
 from imagegate.server.deployments import refresh_gauges
+from imagegate.server.governance import credential_from
 from imagegate.server.metrics import CONTENT_TYPE_LATEST
-from imagegate.server.state import gateway_state
+from imagegate.server.middleware import request_state
+from imagegate.server.state import ModelEntry, gateway_state
 
 __all__ = ["router"]
 
@@ -49,17 +57,41 @@ async def readyz(request: Request) -> Response:
     return _json({"status": "ready", "checks": sorted(state.readiness)})
 
 
-@router.get("/v1/models", tags=["models"], summary="The logical image models this gateway serves.")
+_MODEL_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing or unknown API key (when the gateway checks keys)."}
+}
+
+
+async def _visible_models(request: Request) -> Sequence[ModelEntry]:
+    """The models the caller's key may use (401 without a valid key when keys are checked)."""
+    state = gateway_state(request)
+    if state.images is None:
+        return state.models()
+    record = await state.images.governance.key_of(credential_from(request.headers))
+    if record is None:  # open mode
+        return state.models()
+    request_state(request.scope)["key_id"] = record.id
+    allowed = record.scope.models
+    return [m for m in state.models() if not allowed or m.id in allowed]
+
+
+@router.get(
+    "/v1/models",
+    tags=["models"],
+    summary="The logical image models this gateway serves that the key may use.",
+    responses=_MODEL_ERRORS,
+)
 @router.get(
     "/openai/models",
     tags=["models"],
     summary="The same list where AzureOpenAI clients read it (?api-version=...).",
+    responses=_MODEL_ERRORS,
 )
 async def list_models(request: Request) -> Response:
+    models = await _visible_models(request)
     state = gateway_state(request)
     data = [
-        {"id": m.id, "object": "model", "created": state.created_unix, "owned_by": m.owned_by}
-        for m in state.models()
+        {"id": m.id, "object": "model", "created": state.created_unix, "owned_by": m.owned_by} for m in models
     ]
     return _json({"object": "list", "data": data})
 
@@ -77,13 +109,24 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models/{model_id}", tags=["models"], summary="One logical model, if served.")
-@router.get("/openai/models/{model_id}", tags=["models"], summary="The same, for AzureOpenAI clients.")
+@router.get(
+    "/v1/models/{model_id}",
+    tags=["models"],
+    summary="One logical model, if served and the key may use it.",
+    responses={**_MODEL_ERRORS, 404: {"description": "Not served, or not to this key."}},
+)
+@router.get(
+    "/openai/models/{model_id}",
+    tags=["models"],
+    summary="The same, for AzureOpenAI clients.",
+    responses={**_MODEL_ERRORS, 404: {"description": "Not served, or not to this key."}},
+)
 async def retrieve_model(request: Request, model_id: str) -> Response:
+    models = await _visible_models(request)
     state = gateway_state(request)
-    for m in state.models():
+    for m in models:
         if m.id == model_id:
             return _json(
                 {"id": m.id, "object": "model", "created": state.created_unix, "owned_by": m.owned_by}
             )
-    raise NotFound(f"model {model_id!r} is not served by this gateway")
+    raise NotFound(f"model {model_id!r} is not served by this gateway (or not to this key)")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -42,3 +44,28 @@ def test_cli_serves_the_default_deployments() -> None:
         output, _ = proc.communicate(timeout=10)
     assert "api key: emulator-key" in output
     assert f"http://127.0.0.1:{port}" in output
+
+
+def test_the_banner_is_printed_once_the_emulator_listens() -> None:
+    """A request sent the moment the banner appears is answered: the banner is printed once the
+    emulator listens (before, it was printed before uvicorn had even bound the port)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "imagegate", "emulator", "--port", str(port), "--time-scale", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or ()], daemon=True)
+    reader.start()
+    try:
+        first = lines.get(timeout=60)  # the banner's first line, or the test fails here
+        answer = httpx.get(f"http://127.0.0.1:{port}/_emulator/deployments", timeout=10)  # no retry
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    assert first.startswith(f"Azure OpenAI image emulator on http://127.0.0.1:{port} (time scale 0")
+    assert answer.status_code == 200
+    rest = []
+    while not lines.empty():
+        rest.append(lines.get())
+    assert not any("image emulator on" in line for line in rest)  # once

@@ -122,6 +122,12 @@ class BudgetLedger(Protocol):
 
     async def usage(self, spec: BudgetSpec, now: datetime) -> BudgetUsage: ...
 
+    async def seed(self, spec: BudgetSpec, spent_usd: Decimal, now: datetime) -> None:
+        """Make the window of ``spec`` that holds ``now`` count at least ``spent_usd`` as spent
+        (what was spent in it before the budget had this period); never lowers it. One atomic
+        step that leaves its holds alone, so reservations made meanwhile are all kept."""
+        ...
+
     async def release_stale(self, *, created_before: datetime, now: datetime) -> int:
         """Release holds made before ``created_before`` (their process died before settling)."""
         ...

@@ -154,6 +154,99 @@ async def test_a_new_database_another_process_is_creating_is_opened_once_it_is_f
         await engine.dispose()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_budget_windows_gain_their_period_and_lose_it_again(
+    kind: str, tmp_path: Path, service_gate: Callable[[str, str, int], None]
+) -> None:
+    """0002 keys budget windows by period too. A database at 0001 keeps its spend: each row takes
+    its key's period (the window the gateway read), a held reservation still settles into it; a
+    downgrade adds one budget's windows of one start back together."""
+    if kind == "sqlite":
+        engine, schema = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"), None
+    else:
+        service_gate("PostgreSQL", "127.0.0.1", 5432)
+        engine, schema = await pg_schema_engine()
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from imagegate.policy.budget import BudgetSpec, Period
+    from imagegate.stores.schema import UtcDateTime, api_keys
+    from imagegate.stores.sql_budget import SqlBudgetLedger
+
+    # the two tables as revision 0001 made them (no period)
+    old_windows = sa.table(
+        "ig_budget_windows",
+        *(sa.column(c) for c in ("budget", "spent_nanos", "reserved_nanos")),
+        sa.column("window_start", UtcDateTime),
+    )
+    old_reservations = sa.table(
+        "ig_budget_reservations",
+        *(sa.column(c) for c in ("id", "budget", "amount_nanos", "state")),
+        sa.column("window_start", UtcDateTime),
+        sa.column("created_at", UtcDateTime),
+    )
+
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        await migrate(engine, revision="0001")
+        async with engine.begin() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    id="key_a", name="a", prefix="ig-a", secret_hash="0" * 64, models="[]",
+                    budget_nanos=10**9, budget_period="month", created_at=now,
+                )
+            )  # fmt: skip
+            await conn.execute(
+                old_windows.insert(),
+                [
+                    {"budget": "key:a", "window_start": start, "spent_nanos": 1, "reserved_nanos": 0},
+                    {
+                        "budget": "key:key_a",
+                        "window_start": start,
+                        "spent_nanos": 4 * 10**8,
+                        "reserved_nanos": 10**8,
+                    },
+                ],
+            )
+            await conn.execute(
+                old_reservations.insert().values(
+                    id="res_1", budget="key:key_a", window_start=start, amount_nanos=10**8, state="held",
+                    created_at=now,
+                )
+            )  # fmt: skip
+        await migrate(engine)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT budget, period FROM ig_budget_windows ORDER BY budget"))
+            ).all()
+        assert [tuple(r) for r in rows] == [("key:a", "month"), ("key:key_a", "month")]
+        budgets = SqlBudgetLedger(engine)
+        spec = BudgetSpec("key:key_a", Decimal(1), Period.MONTH)
+        await budgets.settle("res_1", Decimal("0.05"), now)
+        usage = await budgets.usage(spec, now)
+        assert (usage.spent_usd, usage.reserved_usd) == (Decimal("0.45"), 0)
+        held = await budgets.reserve([BudgetSpec("key:key_a", Decimal(1), Period.DAY)], Decimal("0.2"), start)
+        await budgets.settle(held.id, Decimal("0.2"), start)  # the 1st's day window, beside the month's
+        assert (await budgets.usage(spec, now)).spent_usd == Decimal("0.45")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0001"))
+        async with engine.connect() as conn:
+            spent = (
+                await conn.execute(
+                    text("SELECT spent_nanos FROM ig_budget_windows WHERE budget = 'key:key_a'")
+                )
+            ).all()
+        assert [r[0] for r in spent] == [650_000_000]  # one row, as 0001 kept it
+    finally:
+        await engine.dispose()
+        if schema is not None:
+            await drop_pg_schema(schema)
+
+
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 

@@ -143,3 +143,63 @@ async def test_negative_amount_is_refused(stores: Any) -> None:
     spec = BudgetSpec("key:neg", Decimal("1"), Period.MONTH)
     with pytest.raises(ValueError, match="negative"):
         await stores.budgets.reserve([spec], Decimal("-0.01"), NOW)
+
+
+async def test_windows_of_different_periods_never_share_a_row(stores: Any) -> None:
+    """A key's day, week and month windows are separate even when they start together: before,
+    they were one row whenever their start dates coincided (keyed by name and start only)."""
+    first = datetime(2026, 6, 1, 12, tzinfo=UTC)  # a Monday and the 1st: all three start at 00:00
+    day, week, month = (
+        BudgetSpec("key:periods", Decimal("1"), p) for p in (Period.DAY, Period.WEEK, Period.MONTH)
+    )
+    r = await stores.budgets.reserve([day], Decimal("0.30"), first)
+    await stores.budgets.settle(r.id, Decimal("0.30"), first)
+    held = await stores.budgets.reserve([week], Decimal("0.20"), first)
+    assert (await stores.budgets.usage(day, first)).spent_usd == Decimal("0.30")
+    assert (await stores.budgets.usage(week, first)).spent_usd == 0
+    assert (await stores.budgets.usage(week, first)).reserved_usd == Decimal("0.20")
+    assert (await stores.budgets.usage(month, first)).spent_usd == 0
+    assert (await stores.budgets.usage(month, first)).reserved_usd == 0
+    await stores.budgets.settle(held.id, Decimal("0.10"), first)
+    assert (await stores.budgets.usage(week, first)).spent_usd == Decimal("0.10")
+    assert (await stores.budgets.usage(day, first)).spent_usd == Decimal("0.30")
+    await stores.budgets.reserve([month], Decimal("1"), first)  # the month's window is untouched
+
+
+async def test_seeding_a_window_raises_its_spend_and_keeps_its_holds(stores: Any) -> None:
+    spec = BudgetSpec("key:seeded", Decimal("1"), Period.MONTH)
+    held = await stores.budgets.reserve([spec], Decimal("0.25"), NOW)
+    await stores.budgets.seed(spec, Decimal("0.60"), NOW)
+    usage = await stores.budgets.usage(spec, NOW)
+    assert (usage.spent_usd, usage.reserved_usd) == (Decimal("0.60"), Decimal("0.25"))
+    await stores.budgets.seed(spec, Decimal("0.10"), NOW)  # never lowers what the window counts
+    assert (await stores.budgets.usage(spec, NOW)).spent_usd == Decimal("0.60")
+    with pytest.raises(BudgetExceeded):
+        await stores.budgets.reserve([spec], Decimal("0.16"), NOW)
+    await stores.budgets.settle(held.id, Decimal("0.20"), NOW)
+    assert (await stores.budgets.usage(spec, NOW)).spent_usd == Decimal("0.80")
+    fresh = BudgetSpec("key:fresh", Decimal("1"), Period.DAY)  # a window no request made yet
+    await stores.budgets.seed(fresh, Decimal("0.5"), NOW)
+    usage = await stores.budgets.usage(fresh, NOW)
+    assert (usage.spent_usd, usage.reserved_usd) == (Decimal("0.5"), 0)
+    assert (await stores.budgets.usage(fresh, NOW - timedelta(days=1))).spent_usd == 0
+
+
+async def test_seeding_while_requests_reserve_loses_none_of_their_holds(stores: Any) -> None:
+    spec = BudgetSpec("key:busy", Decimal("1"), Period.WEEK)
+
+    async def one() -> bool:
+        try:
+            await stores.budgets.reserve([spec], Decimal("0.05"), NOW)
+        except BudgetExceeded:
+            return False
+        return True
+
+    results = await asyncio.gather(
+        *(one() for _ in range(10)),
+        stores.budgets.seed(spec, Decimal("0.5"), NOW),
+        *(one() for _ in range(10)),
+    )
+    usage = await stores.budgets.usage(spec, NOW)
+    assert usage.spent_usd == Decimal("0.5")  # the seed, whenever it ran
+    assert usage.reserved_usd == Decimal("0.05") * results.count(True)  # every admitted hold kept

@@ -40,7 +40,7 @@ config_option = typer.Option(
 
 
 def _admin(stores: SqlStores) -> KeyAdmin:
-    return KeyAdmin(stores.keys, stores.audit, stores.budgets, clock=now_utc)
+    return KeyAdmin(stores.keys, stores.audit, stores.budgets, stores.ledger, clock=now_utc)
 
 
 def _scope(

@@ -2,23 +2,34 @@
 
 Every change (create, revoke, scope or budget change) is written to the audit log with who made
 it; the key's plaintext never is.
+
+A budget that takes a new period (``day`` → ``month``), or that a key had not, counts what the key
+spent in the window it starts with: the cost of the key's requests since that window began, from
+the ledger. The window is seeded with it before the key changes, so no request finds it counting
+less, and again once it has (a request of the old period may have finished in between); a
+request still running then is charged to the window it was admitted in, as one that straddles
+midnight.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 
 from imagegate.errors import InvalidRequest, NotFound
+from imagegate.policy.budget import BudgetSpec, window_start
 from imagegate.ports import (
     AuditEvent,
     AuditLog,
     BudgetLedger,
     BudgetUsage,
+    CostGroup,
     KeyRecord,
     KeyScope,
     KeyStore,
+    Ledger,
     NewKey,
 )
 
@@ -46,11 +57,18 @@ class KeyView:
 
 class KeyAdmin:
     def __init__(
-        self, keys: KeyStore, audit: AuditLog, budgets: BudgetLedger, *, clock: Callable[[], datetime]
+        self,
+        keys: KeyStore,
+        audit: AuditLog,
+        budgets: BudgetLedger,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], datetime],
     ) -> None:
         self._keys = keys
         self._audit = audit
         self._budgets = budgets
+        self._ledger = ledger
         self._clock = clock
 
     async def create(
@@ -85,7 +103,14 @@ class KeyAdmin:
     async def set_scope(self, id_or_name: str, scope: KeyScope, *, actor: str) -> KeyRecord:
         now = self._clock()
         before = await self.resolve(id_or_name)
+        new_window = replace(before, scope=scope).budget()  # a window the key's budget did not count in
+        if before.scope.budget_usd is not None and before.scope.budget_period == scope.budget_period:
+            new_window = None
+        if new_window is not None:  # seeded before any request can use it
+            await self._seed(new_window, before.id, now)
         record = await self._keys.update_scope(before.id, scope)
+        if new_window is not None:  # and with what requests of the old period spent meanwhile
+            await self._seed(new_window, before.id, now)
         budget_changed = (before.scope.budget_usd, before.scope.budget_period) != (
             scope.budget_usd,
             scope.budget_period,
@@ -93,6 +118,12 @@ class KeyAdmin:
         action = "budget.set" if budget_changed else "key.update"
         await self._record(now, actor, action, record, scope_details(scope))
         return record
+
+    async def _seed(self, budget: BudgetSpec, key_id: str, now: datetime) -> None:
+        """``budget``'s window counts what the key spent since it began (its ledger request rows)."""
+        rows = await self._ledger.summarize(CostGroup.KEY, since=window_start(budget.period, now))
+        spent = next((row.cost_usd for row in rows if row.group == key_id), Decimal(0))
+        await self._budgets.seed(budget, spent, now)
 
     async def list(self, *, include_revoked: bool = False) -> list[KeyView]:
         now = self._clock()

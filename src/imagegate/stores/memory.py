@@ -116,8 +116,7 @@ class MemoryKeyStore:
 
 @dataclass
 class _Hold:
-    budget: str
-    window_start: datetime
+    window: tuple[str, str, datetime]  # budget, period, start
     amount: int
     created_at: datetime
     state: str = "held"
@@ -125,7 +124,7 @@ class _Hold:
 
 class MemoryBudgetLedger:
     def __init__(self) -> None:
-        self._windows: dict[tuple[str, datetime], BudgetWindow] = {}
+        self._windows: dict[tuple[str, str, datetime], BudgetWindow] = {}  # by budget, period, start
         self._holds: dict[str, list[_Hold]] = {}
 
     async def reserve(self, budgets: Sequence[BudgetSpec], amount_usd: Decimal, now: datetime) -> Reservation:
@@ -133,14 +132,14 @@ class MemoryBudgetLedger:
             raise ValueError("a reservation amount cannot be negative")
         amount = usd_to_nanos(amount_usd, round_up=True)
         ordered = sorted({b.name: b for b in budgets}.values(), key=lambda b: b.name)
-        keys = [(spec.name, window_start(spec.period, now)) for spec in ordered]
+        keys = [_window_key(spec, now) for spec in ordered]
         for spec, key in zip(ordered, keys, strict=True):  # check all first: all or nothing
             check_reservation(spec, self._windows.get(key, BudgetWindow()), amount, now)
         rid = new_reservation_id()
         for key in keys:
             w = self._windows.get(key, BudgetWindow())
             self._windows[key] = replace(w, reserved_nanos=w.reserved_nanos + amount)
-        self._holds[rid] = [_Hold(name, start, amount, now) for name, start in keys]
+        self._holds[rid] = [_Hold(key, amount, now) for key in keys]
         return Reservation(
             id=rid, budgets=tuple(b.name for b in ordered), amount_usd=amount_usd, created_at=now
         )
@@ -158,9 +157,8 @@ class MemoryBudgetLedger:
             if hold.state != "held":
                 continue
             hold.state = "closed"
-            key = (hold.budget, hold.window_start)
-            w = self._windows[key]
-            self._windows[key] = BudgetWindow(w.spent_nanos + actual, w.reserved_nanos - hold.amount)
+            w = self._windows[hold.window]
+            self._windows[hold.window] = BudgetWindow(w.spent_nanos + actual, w.reserved_nanos - hold.amount)
 
     async def release_stale(self, *, created_before: datetime, now: datetime) -> int:
         stale = [
@@ -172,9 +170,16 @@ class MemoryBudgetLedger:
             self._close(rid, 0)
         return len(stale)
 
+    async def seed(self, spec: BudgetSpec, spent_usd: Decimal, now: datetime) -> None:
+        if spent_usd < 0:
+            raise ValueError("a spent amount cannot be negative")
+        key = _window_key(spec, now)
+        w = self._windows.get(key, BudgetWindow())
+        self._windows[key] = replace(w, spent_nanos=max(w.spent_nanos, usd_to_nanos(spent_usd)))
+
     async def usage(self, spec: BudgetSpec, now: datetime) -> BudgetUsage:
         start = window_start(spec.period, now)
-        w = self._windows.get((spec.name, start), BudgetWindow())
+        w = self._windows.get(_window_key(spec, now), BudgetWindow())
         return BudgetUsage(
             spec=spec,
             window_start=start,
@@ -182,6 +187,10 @@ class MemoryBudgetLedger:
             spent_usd=nanos_to_usd(w.spent_nanos),
             reserved_usd=nanos_to_usd(w.reserved_nanos),
         )
+
+
+def _window_key(spec: BudgetSpec, now: datetime) -> tuple[str, str, datetime]:
+    return spec.name, spec.period.value, window_start(spec.period, now)
 
 
 class MemoryLedger:

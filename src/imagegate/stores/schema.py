@@ -86,14 +86,17 @@ api_keys = Table(
 )
 Index("ix_ig_api_keys_name", api_keys.c.name)
 
+# A window is a budget's spend over one period: the period is part of its key, so a key's day,
+# week and month windows never share a row, even when they start at the same moment.
 budget_windows = Table(
     "ig_budget_windows",
     metadata,
     Column("budget", String(200), nullable=False),
+    Column("period", String(8), nullable=False),  # day | week | month | total
     Column("window_start", UtcDateTime, nullable=False),
     Column("spent_nanos", BigInteger, nullable=False),
     Column("reserved_nanos", BigInteger, nullable=False),
-    PrimaryKeyConstraint("budget", "window_start", name="pk_ig_budget_windows"),
+    PrimaryKeyConstraint("budget", "period", "window_start", name="pk_ig_budget_windows"),
 )
 
 budget_reservations = Table(
@@ -101,6 +104,7 @@ budget_reservations = Table(
     metadata,
     Column("id", String(40), nullable=False),
     Column("budget", String(200), nullable=False),
+    Column("period", String(8), nullable=False),  # the window it holds money in: (budget, period, start)
     Column("window_start", UtcDateTime, nullable=False),
     Column("amount_nanos", BigInteger, nullable=False),
     Column("state", String(10), nullable=False),  # held | settled | released

@@ -4,7 +4,8 @@ A reservation is one conditional ``UPDATE`` per budget (preceded, in the first r
 period, by an ``INSERT ... ON CONFLICT DO NOTHING`` of the window row)::
 
     UPDATE ig_budget_windows SET reserved_nanos = reserved_nanos + :x
-     WHERE budget = :b AND window_start = :w AND spent_nanos + reserved_nanos + :x <= :limit
+     WHERE budget = :b AND period = :p AND window_start = :w
+       AND spent_nanos + reserved_nanos + :x <= :limit
 
 The database evaluates the predicate and the increment as one step on the locked row
 (PostgreSQL re-checks the ``WHERE`` after waiting for a concurrent writer under READ COMMITTED;
@@ -15,6 +16,11 @@ any of them is exhausted the whole transaction rolls back. Settling and releasin
 reservation rows from ``held`` exactly once (``UPDATE ... WHERE state = 'held' RETURNING``), so a
 retried settle cannot count a cost twice. The window of a reservation is fixed when it is made:
 a request that straddles midnight is charged to the window it was admitted in.
+
+A window is a budget's spend over one *period*: its row is keyed by budget, period and start,
+so the day, week and month windows of a key never share a row. ``seed`` raises what a window
+counts as spent, in one ``INSERT ... ON CONFLICT DO UPDATE`` that leaves its holds alone (a key
+whose budget period changed: what it spent since the new window began).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -88,6 +94,7 @@ class SqlBudgetLedger:
             update(budget_windows)
             .where(
                 _W.budget == spec.name,
+                _W.period == spec.period.value,
                 _W.window_start == start,
                 _W.spent_nanos + _W.reserved_nanos + amount <= spec.limit_nanos,
             )
@@ -101,17 +108,24 @@ class SqlBudgetLedger:
                 insert_ignoring_conflicts(
                     conn,
                     budget_windows,
-                    {"budget": spec.name, "window_start": start, "spent_nanos": 0, "reserved_nanos": 0},
+                    {
+                        "budget": spec.name,
+                        "period": spec.period.value,
+                        "window_start": start,
+                        "spent_nanos": 0,
+                        "reserved_nanos": 0,
+                    },
                 )
             )
             result = await conn.execute(guarded)
         if result.rowcount != 1:
-            window = await self._window(conn, spec.name, start)
+            window = await self._window(conn, spec, start)
             raise exceeded_error(spec, window, amount, now)
         await conn.execute(
             budget_reservations.insert().values(
                 id=rid,
                 budget=spec.name,
+                period=spec.period.value,
                 window_start=start,
                 amount_nanos=amount,
                 state="held",
@@ -134,13 +148,13 @@ class SqlBudgetLedger:
                     update(budget_reservations)
                     .where(_R.id == reservation_id, _R.state == "held")
                     .values(state=state, actual_nanos=actual, closed_at=now)
-                    .returning(_R.budget, _R.window_start, _R.amount_nanos)
+                    .returning(_R.budget, _R.period, _R.window_start, _R.amount_nanos)
                 )
             ).all()
-            for budget, start, held in sorted(closed, key=lambda r: r[0]):
+            for budget, period, start, held in sorted(closed, key=lambda r: (r[0], r[1])):
                 await conn.execute(
                     update(budget_windows)
-                    .where(_W.budget == budget, _W.window_start == start)
+                    .where(_W.budget == budget, _W.period == period, _W.window_start == start)
                     .values(reserved_nanos=_W.reserved_nanos - held, spent_nanos=_W.spent_nanos + actual)
                 )
 
@@ -160,10 +174,30 @@ class SqlBudgetLedger:
             await self.release(rid, now)
         return len(ids)
 
+    async def seed(self, spec: BudgetSpec, spent_usd: Decimal, now: datetime) -> None:
+        if spent_usd < 0:
+            raise ValueError("a spent amount cannot be negative")
+        seeded = usd_to_nanos(spent_usd)
+        async with self._engine.begin() as conn:
+            factory = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            insert = factory(budget_windows).values(
+                budget=spec.name,
+                period=spec.period.value,
+                window_start=window_start(spec.period, now),
+                spent_nanos=seeded,
+                reserved_nanos=0,
+            )
+            higher = case((_W.spent_nanos < seeded, seeded), else_=_W.spent_nanos)
+            await conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[_W.budget, _W.period, _W.window_start], set_={"spent_nanos": higher}
+                )
+            )
+
     async def usage(self, spec: BudgetSpec, now: datetime) -> BudgetUsage:
         start = window_start(spec.period, now)
         async with self._reader.connect() as conn:
-            window = await self._window(conn, spec.name, start)
+            window = await self._window(conn, spec, start)
         return BudgetUsage(
             spec=spec,
             window_start=start,
@@ -173,10 +207,12 @@ class SqlBudgetLedger:
         )
 
     @staticmethod
-    async def _window(conn: AsyncConnection, budget: str, start: datetime) -> BudgetWindow:
+    async def _window(conn: AsyncConnection, spec: BudgetSpec, start: datetime) -> BudgetWindow:
         row = (
             await conn.execute(
-                select(_W.spent_nanos, _W.reserved_nanos).where(_W.budget == budget, _W.window_start == start)
+                select(_W.spent_nanos, _W.reserved_nanos).where(
+                    _W.budget == spec.name, _W.period == spec.period.value, _W.window_start == start
+                )
             )
         ).first()
         return BudgetWindow() if row is None else BudgetWindow(spent_nanos=row[0], reserved_nanos=row[1])

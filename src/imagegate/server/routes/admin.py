@@ -89,9 +89,9 @@ async def _admin(request: Request) -> KeyAdmin:
     state = gateway_state(request)
     _check_admin_key(request, state.admin_key)
     gov = state.images.governance if state.images is not None else None
-    if gov is None or gov.keys is None or gov.audit is None or gov.budgets is None:
-        raise PermissionDenied("this gateway has no key, audit or budget store")
-    return KeyAdmin(gov.keys, gov.audit, gov.budgets, clock=gov.now)
+    if gov is None or gov.keys is None or gov.audit is None or gov.budgets is None or gov.ledger is None:
+        raise PermissionDenied("this gateway has no key, audit, budget or ledger store")
+    return KeyAdmin(gov.keys, gov.audit, gov.budgets, gov.ledger, clock=gov.now)
 
 
 Admin = Annotated[KeyAdmin, Depends(_admin)]

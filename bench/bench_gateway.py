@@ -7,6 +7,10 @@ JSON), each at 1, 16 and 64 concurrent requests, all on 127.0.0.1:
 * ``direct``  the emulator under uvicorn (its own process, latency off, images cached)
 * ``nginx``   nginx (temp config, ``proxy_pass`` to the emulator, buffering off)
 * ``gateway`` ``imagegate serve`` (its own process, open mode, upstream = the emulator)
+* ``pyfloor`` ``bench/floor_proxy.py``: one route forwarding to the emulator on the gateway's
+              own byte path (uvicorn, FastAPI, its upstream transport, body parse and sliced
+              answer) and nothing else: what the gateway spends above it is its governance and
+              routing, what it spends above nginx is Python's
 
 Printed from one run: p50/p95 latency, the p50 the proxy adds over ``direct`` at the same
 concurrency, CPU seconds per request of the proxy process(es) (and the kernel's part of it), the
@@ -101,6 +105,12 @@ class Procs:
     emulator_url: str
     gateway_url: str
     nginx_url: str | None
+    floor: subprocess.Popen[bytes]
+    floor_url: str
+
+    @property
+    def proxies(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in (self.gateway, self.nginx, self.floor) if p is not None]
 
 
 def start(tmp: Path) -> Procs:
@@ -159,11 +169,19 @@ def start(tmp: Path) -> Procs:
     )
     gateway_url = f"http://127.0.0.1:{gw_port}"
     nginx, nginx_url = start_nginx(tmp, emu_port)
+    floor_port = free_port()
+    floor = subprocess.Popen(
+        [py, str(Path(__file__).with_name("floor_proxy.py")), emulator_url, str(floor_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    floor_url = f"http://127.0.0.1:{floor_port}"
     wait_up(f"{emulator_url}/_emulator/deployments")
     wait_up(f"{gateway_url}/healthz")
+    wait_up(f"{floor_url}/healthz")
     if nginx_url:
         wait_up(f"{nginx_url}/nginx-health")
-    return Procs(emulator, gateway, nginx, emulator_url, gateway_url, nginx_url)
+    return Procs(emulator, gateway, nginx, emulator_url, gateway_url, nginx_url, floor, floor_url)
 
 
 def pin(procs: Procs) -> None:
@@ -172,9 +190,7 @@ def pin(procs: Procs) -> None:
         raise SystemExit("--pin needs two CPUs")
     os.sched_setaffinity(0, {0})
     os.sched_setaffinity(procs.emulator.pid, {0})
-    for proc in (procs.gateway, procs.nginx):
-        if proc is None:
-            continue
+    for proc in procs.proxies:
         for task in Path(f"/proc/{proc.pid}/task").iterdir():
             os.sched_setaffinity(int(task.name), {1})
 
@@ -455,6 +471,15 @@ def report(m: Measured, targets: dict[str, Target], per_level: dict[int, int], p
                 f"  {level:2d} concurrent: added p50 gateway {g * 1000:.2f} ms vs nginx {n * 1000:.2f} ms "
                 f"({ratio}); CPU/request {gc * 1000:.2f} ms vs {nc * 1000:.2f} ms ({cpu_ratio})"
             )
+    print("\ngateway vs pyfloor (the same byte path without the gateway's own work), same run:")
+    for level in LEVELS:
+        gc = results[("gateway", level)].cpu_per_request_s
+        fc = results[("pyfloor", level)].cpu_per_request_s
+        print(
+            f"  {level:2d} concurrent: CPU/request {gc * 1000:.2f} ms vs {fc * 1000:.2f} ms "
+            f"(governance, routing, ledger: {(gc - fc) * 1000:.2f} ms); added p50 "
+            f"{m.added_ms('gateway', level):.2f} ms vs {m.added_ms('pyfloor', level):.2f} ms"
+        )
     g16 = m.added_ms("gateway", 16)
     print(f"\ntarget: added p50 at 16 concurrent <= 5 ms: {g16:.2f} ms -> {'met' if g16 <= 5 else 'NOT met'}")
     print(
@@ -470,7 +495,7 @@ def summary(runs: list[Measured], targets: dict[str, Target]) -> None:
     print(f"\n{len(runs)} runs at 16 concurrent:")
     print(
         f"{'run':>3s} {'gateway adds':>12s} {'nginx adds':>10s} {'gw CPU/req':>10s} {'emu+load':>9s} "
-        f"{'nginx CPU':>9s} {'peak RSS MB':>11s}"
+        f"{'nginx CPU':>9s} {'pyfloor CPU':>11s} {'peak RSS MB':>11s}"
     )
     met = within = 0
     for i, m in enumerate(runs, start=1):
@@ -483,7 +508,7 @@ def summary(runs: list[Measured], targets: dict[str, Target]) -> None:
         print(
             f"{i:3d} {g:12.2f} {n:10.2f} {run.cpu_per_request_s * 1000:10.2f} "
             f"{run.upstream_cpu_per_request_s * 1000:9.2f} {nginx_cpu:9.2f} "
-            f"{m.peak_rss / 1e6:11.0f}"
+            f"{m.results[('pyfloor', 16)].cpu_per_request_s * 1000:11.2f} {m.peak_rss / 1e6:11.0f}"
         )
     size = runs[0].results[("direct", 1)].bytes_per_response
     top = max(m.peak_rss for m in runs)
@@ -531,6 +556,12 @@ def main() -> None:
     }
     if procs.nginx_url and procs.nginx is not None:
         targets["nginx"] = (procs.nginx_url + deployment_path, azure_headers, BODY, [procs.nginx.pid])
+    targets["pyfloor"] = (
+        procs.floor_url + "/v1/images/generations",
+        {"content-type": "application/json"},
+        gateway_body,
+        [procs.floor.pid],
+    )
     rounds = 4 if not args.quick else 2
     runs: list[Measured] = []
     try:
@@ -540,10 +571,10 @@ def main() -> None:
             runs.append(measure(targets, procs, per_level, rounds))
             report(runs[-1], targets, per_level, args.pin)
     finally:
-        for proc in (procs.gateway, procs.emulator, procs.nginx):
+        for proc in (*procs.proxies, procs.emulator):
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (procs.gateway, procs.emulator, procs.nginx):
+        for proc in (*procs.proxies, procs.emulator):
             if proc is not None:
                 try:
                     proc.wait(timeout=10)

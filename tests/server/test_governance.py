@@ -11,9 +11,7 @@ from typing import Any
 
 import anyio
 import httpx
-import orjson
 import pytest
-from fastapi import FastAPI
 
 from imagegate.errors import RateLimited, UpstreamFailed
 from imagegate.policy.budget import Period
@@ -23,6 +21,7 @@ from imagegate.server.governance import Governance
 from imagegate.stores.memory import MemoryStores
 from imagegate.types import GeneratedImage, ImageRequest, PartialImage
 
+from .asgi import stream_over_asgi
 from .fakes import PNG, PNG_B64, FakeBackend, FakeRates
 from .test_images import Clock, local_blobs, make_app
 
@@ -307,37 +306,6 @@ class _HangsAfterFirstPartial(FakeBackend):
         yield self._result(request)  # pragma: no cover
 
 
-async def _stream_until_the_client_hangs_up(app: FastAPI, headers: dict[str, str]) -> list[dict[str, Any]]:
-    """Drive the ASGI app as uvicorn does (spec 2.3): the client goes away after the first frame."""
-    body = orjson.dumps({"prompt": "x", "stream": True, "partial_images": 2})
-    got_frame = anyio.Event()
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await got_frame.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and message.get("body"):
-            got_frame.set()
-
-    raw = [(k.encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()]
-    scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-        "method": "POST", "scheme": "http", "path": GEN, "raw_path": GEN.encode(), "query_string": b"",
-        "root_path": "", "headers": raw, "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    with anyio.fail_after(5):
-        await app(scope, receive, send)
-    return sent
-
-
 async def test_a_client_hanging_up_mid_stream_settles_the_hold_and_is_recorded(
     stores: MemoryStores, tmp_path: Path
 ) -> None:
@@ -347,7 +315,7 @@ async def test_a_client_hanging_up_mid_stream_settles_the_hold_and_is_recorded(
     )
     app = make_app(backend, governance=gov, idempotency=stores.idempotency, blobs=local_blobs(tmp_path))
     new = await stores.keys.create("t", KeyScope(budget_usd=Decimal("1")), NOW)
-    sent = await _stream_until_the_client_hangs_up(app, {"api-key": new.plaintext})
+    sent = await stream_over_asgi(app, headers={"api-key": new.plaintext}, partial_images=2)
     assert sent[0]["status"] == 200 and len(backend.calls) == 1
     budget = new.record.budget()
     assert budget is not None

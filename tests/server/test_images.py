@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -25,6 +24,7 @@ from imagegate.server.state import GatewayState
 from imagegate.stores.blobs import LocalBlobStore
 from imagegate.types import GeneratedImage, ImageRequest, PartialImage
 
+from .asgi import stream_over_asgi
 from .fakes import PNG, PNG_B64, FakeBackend
 from .images import png
 
@@ -235,45 +235,6 @@ class _PausesAfterFirstPartial(FakeBackend):
         yield self._result(request)
 
 
-async def _stream_over_asgi(
-    app: FastAPI, on_first_frame: Callable[[], Awaitable[bool]]
-) -> list[dict[str, Any]]:
-    """Drive a stream as uvicorn does (ASGI spec 2.3). After the first frame ``on_first_frame``
-    runs; it returns whether the client then hangs up (else it waits for the last byte)."""
-    body = orjson.dumps({"prompt": "x", "stream": True, "partial_images": 1})
-    first_frame, hang_up = anyio.Event(), anyio.Event()
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await hang_up.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and message.get("body"):
-            first_frame.set()
-
-    path = "/v1/images/generations"
-    scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-        "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(app, scope, receive, send)
-            await first_frame.wait()
-            if await on_first_frame():
-                hang_up.set()
-    return sent
-
-
 def _in_flight(app: FastAPI) -> float | None:
     return app.state.gateway.metrics.registry.get_sample_value("imagegate_requests_in_flight")
 
@@ -288,7 +249,7 @@ async def test_a_stream_is_in_flight_until_its_last_byte_is_sent() -> None:
         backend.resume.set()  # the final image comes; the client reads to the end
         return False
 
-    sent = await _stream_over_asgi(app, midway)
+    sent = await stream_over_asgi(app, on_first_frame=midway)
     assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False
     assert b"image_generation.completed" in b"".join(bytes(m.get("body", b"")) for m in sent[1:])
     assert seen == [1.0]  # streaming: still in flight after the first frame
@@ -304,7 +265,7 @@ async def test_a_stream_stays_in_flight_until_the_client_leaves() -> None:
         seen.append(_in_flight(app))
         return True  # the client hangs up
 
-    await _stream_over_asgi(app, midway)
+    await stream_over_asgi(app, on_first_frame=midway)
     assert seen == [1.0]
     assert _in_flight(app) == 0.0
 

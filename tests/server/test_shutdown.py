@@ -31,6 +31,7 @@ from imagegate.server.settings import ServerSettings
 from imagegate.stores.memory import MemoryStores
 from imagegate.types import ImageRequest, ImageResult
 
+from .asgi import http_scope
 from .fakes import FakeBackend
 from .test_images import local_blobs, make_app
 
@@ -52,15 +53,6 @@ class _Generating(FakeBackend):
         self.reached.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _scope(headers: dict[str, str]) -> dict[str, Any]:
-    raw = [(k.encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()]
-    return {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-        "method": "POST", "scheme": "http", "path": GEN, "raw_path": GEN.encode(), "query_string": b"",
-        "root_path": "", "headers": raw, "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
 
 
 async def _cut_off(
@@ -95,7 +87,7 @@ async def _cut_off(
             body_started.set()
             await asyncio.Event().wait()  # the socket's buffer is full: the client reads no more
 
-    task = asyncio.create_task(app(_scope(headers or {}), receive, send))
+    task = asyncio.create_task(app(http_scope(GEN, headers), receive, send))
     if slow_client:
         await asyncio.wait_for(body_started.wait(), timeout=10)
     else:

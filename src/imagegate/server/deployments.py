@@ -126,16 +126,11 @@ async def run_gateway_prober(gate: AsyncImageGate, *, tick_s: float, sleep: Slee
     (a state store that is down, say) is reported by a :class:`FailureLog` (one WARNING line per
     kind of failure) and the loop carries on after a tick; it never ends the task."""
     probe = gate_probe(gate)
-    failures = FailureLog(log, "active probing", retry_every_s=tick_s)
-    while True:
-        try:
-            await probe_due(gate.scheduler, probe)
-            failures.succeeded()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            failures.failed(exc)
-        await sleep(tick_s)
+
+    async def once() -> None:
+        await probe_due(gate.scheduler, probe)
+
+    await _every(tick_s, once, FailureLog(log, "active probing", retry_every_s=tick_s), sleep)
 
 
 async def run_gauge_refresher(
@@ -149,12 +144,24 @@ async def run_gauge_refresher(
     metric files, so each worker writes what only it knows (its routing view, its queue, its
     ledger backlog) every ``tick_s`` until cancelled. A failing read (routing state in a Redis
     that is down: ``/readyz`` says so too) is reported by a :class:`FailureLog` and retried."""
+
+    async def once() -> None:
+        if status is not None:
+            refresh_gauges(metrics, await status())
+        metrics.refresh_process_gauges()
+
     failures = FailureLog(log, "refreshing the metric gauges", retry_every_s=tick_s)
+    await _every(tick_s, once, failures, sleep)
+
+
+async def _every(
+    tick_s: float, once: Callable[[], Awaitable[None]], failures: FailureLog, sleep: Sleep
+) -> None:
+    """Run ``once`` every ``tick_s`` until cancelled; a failure is ``failures``' to report (one
+    line per kind) and never ends the loop."""
     while True:
         try:
-            if status is not None:
-                refresh_gauges(metrics, await status())
-            metrics.refresh_process_gauges()
+            await once()
             failures.succeeded()
         except asyncio.CancelledError:
             raise

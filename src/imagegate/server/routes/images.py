@@ -117,7 +117,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "Body or file too large."),
         (429, "Rate limit or budget exhausted (see retry-after)."),
         (502, "Upstream failed after the gateway's own retries."),
-        (503, "No deployment available."),
+        (
+            503,
+            "No deployment available (`retry-after` when known); storage down; or the gateway was "
+            "shutting down (`shutting_down`, `x-should-retry: false`: the image may have been billed).",
+        ),
         (504, "Upstream timed out."),
     )
 }

@@ -5,6 +5,7 @@ client as received, never copied. The body is a list of parts: small JSON pieces
 around each image's base64, which is a view into the upstream body (``GeneratedImage.b64``;
 base64 has nothing to escape in JSON). Nothing is decoded, re-encoded, logged or hashed on this
 path; only ``response_format=url`` decodes each image once, to store it where its URL points.
+``ClosingStreamingResponse`` is the event-stream answer, closing its frames however it ends.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from typing import Any
 import anyio
 import orjson
 from starlette.background import BackgroundTask
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from imagegate.types import Base64, GeneratedImage, ImageResult, Usage
 
-__all__ = ["SlicedResponse", "encode_images", "image_payload", "result_headers", "usage_payload"]
+__all__ = [
+    "ClosingStreamingResponse",
+    "SlicedResponse",
+    "encode_images",
+    "image_payload",
+    "result_headers",
+    "usage_payload",
+]
 
 SLICE_BYTES = 256 * 1024
 
@@ -221,3 +229,31 @@ def result_headers(result: ImageResult) -> dict[str, str]:
     if result.degraded:
         headers["x-imagegate-degraded"] = "true"
     return headers
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its frames when the response ends however it ends (a client that hangs up cancels
+    the send), so the stream's own clean-up (settle the budget hold, record the request) runs
+    now, not whenever the garbage collector finalizes the generator. Then calls ``on_end``: the
+    request is in flight until its last byte is sent or its client left, not only until the
+    response object was made (``ImageService.handle`` leaves that count to it)."""
+
+    def __init__(self, *args: Any, on_end: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_end()
+
+    async def stream_response(self, send: Send) -> None:
+        frames = self.body_iterator
+        try:
+            await super().stream_response(send)
+        finally:
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

@@ -7,19 +7,15 @@ Routes parse; this module decides the order of the steps and encodes the answer:
 
 An ``Idempotency-Key`` makes a request run at most once per key and body: a repeat while the
 first runs waits for it, a repeat after it replays the stored response byte for byte, and the
-same key with another body is a 409. Nothing is billed twice. Image URLs in a replayed answer
-are signed anew (from the stored images' digests), so they work for their full lifetime from
-the replay, not only for what was left of the first answer's.
+same key with another body is a 409. Nothing is billed twice. Answers are kept, and image URLs
+in a replayed one signed anew, by ``server.replays``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -27,24 +23,21 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
-import orjson
 from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from imagegate.errors import (
     BudgetExceeded,
     ImageGateError,
     InvalidRequest,
-    NotFound,
     RateLimited,
-    ResponseGone,
     ShuttingDown,
     StorageError,
     UpstreamFailed,
 )
 from imagegate.policy.keys import RequestScope
 from imagegate.ports import BlobRef, BlobStore, ClaimStatus, IdempotencyStore, Reservation
+from imagegate.server import replays
 from imagegate.server.backend import ImageBackend
 from imagegate.server.errors import internal_error_response, render_error
 from imagegate.server.governance import (
@@ -59,7 +52,13 @@ from imagegate.server.governance import (
 from imagegate.server.metrics import GatewayMetrics
 from imagegate.server.options import options_from_headers
 from imagegate.server.parsing import ParsedCall
-from imagegate.server.responses import SlicedResponse, encode_images, result_headers, usage_payload
+from imagegate.server.responses import (
+    ClosingStreamingResponse,
+    SlicedResponse,
+    encode_images,
+    result_headers,
+    usage_payload,
+)
 from imagegate.server.sse import SSE_HEADERS, encode_event, error_event, event_prefix
 from imagegate.types import AttemptRecord, EditRequest, ImageRequest, ImageResult, PartialImage
 
@@ -72,10 +71,8 @@ _FORMAT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # first still runs: ``x-imagegate-deadline-s`` allows up to 3600 s (``create_app`` raises it to a
 # longer ``retry.deadline_s``), plus a margin for the response to be stored.
 IDEMPOTENCY_LEASE_S = 3600.0 + 300.0
-_REPLAYED_HEADERS = ("x-imagegate-", "x-should-retry", "retry-after")
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_POLL_S = 0.25
-REPLAY_MEMORY_ENTRIES = 256
 CLIENT_CLOSED = 499  # nginx's status for a request the client abandoned (ledger and audit only)
 
 
@@ -91,9 +88,12 @@ class ImageService:
     idempotency_lease_s: float = IDEMPOTENCY_LEASE_S
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    _replays: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    _replays: replays.Replays = field(init=False)
     _running: int = field(default=0, init=False)  # image requests not finished: not sent and recorded
     _idle: anyio.Event | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._replays = replays.Replays(self.blobs, self._url)
 
     # ------------------------------------------------------------------ entry point
 
@@ -119,7 +119,7 @@ class ImageService:
         finally:
             # A made response ends the request once it is sent and recorded (``_recorded``), or
             # once its client is gone: until then a shutdown waits for it (``wait_idle``).
-            if not isinstance(response, _ClosingStreamingResponse | SlicedResponse):
+            if not isinstance(response, ClosingStreamingResponse | SlicedResponse):
                 self._end()
 
     def _begin(self) -> None:
@@ -223,7 +223,7 @@ class ImageService:
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str
     ) -> Response:
         assert self.idempotency is not None
-        fingerprint = _fingerprint(call)
+        fingerprint = replays.fingerprint(call)
         deadline = self.clock() + self.idempotency_lease_s
         started = self.governance.now()
         response: Response | None = None
@@ -234,7 +234,7 @@ class ImageService:
                     caller.key_id, idem_key, fingerprint, now, lease_s=self.idempotency_lease_s
                 )
                 if claim.status is ClaimStatus.DONE and claim.record.response_ref:
-                    response = await self._replay(claim.record.response_ref, origin, idem_key)
+                    response = await self._replays.replay(claim.record.response_ref, origin, idem_key)
                     break
                 if claim.status is ClaimStatus.CLAIMED:
                     break
@@ -284,7 +284,7 @@ class ImageService:
         assert self.idempotency is not None
         with anyio.CancelScope(shield=True):
             if _may_have_billed(exc):
-                ref = await self._remember(answer)
+                ref = await self._replays.remember(answer)
                 await self.idempotency.complete(
                     caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
                 )
@@ -302,7 +302,7 @@ class ImageService:
         """Keep a made answer for the key's replays."""
         assert self.idempotency is not None
         try:
-            ref = await self._remember(response, images)
+            ref = await self._replays.remember(response, images)
             await self.idempotency.complete(
                 caller.key_id, idem_key, ref, self.governance.now(), ttl_s=IDEMPOTENCY_TTL_S
             )
@@ -312,48 +312,6 @@ class ImageService:
             log.error("could not keep the response for Idempotency-Key replays (%s): %s", request_id, exc)
             with anyio.CancelScope(shield=True):
                 await self.idempotency.release(caller.key_id, idem_key)
-
-    async def _remember(self, response: Response, images: tuple[BlobRef, ...] = ()) -> str:
-        """Keep ``response`` for replays; ``images`` are the stored images its URLs point at,
-        in order, so a replay can sign them anew."""
-        body = bytes(response.body)
-        headers = {k: v for k, v in response.headers.items() if k.startswith(_REPLAYED_HEADERS)}
-        meta: dict[str, Any] = {"headers": headers}
-        if response.status_code != 200:
-            meta["status"] = response.status_code
-        if images:
-            meta["images"] = [[ref.digest, ref.size, ref.content_type] for ref in images]
-        if self.blobs is not None:
-            ref = await self.blobs.put(body, "application/json")
-            return orjson.dumps({"blob": ref.digest, **meta}).decode()
-        key = hashlib.sha256(body).hexdigest()
-        self._replays[key] = body
-        while len(self._replays) > REPLAY_MEMORY_ENTRIES:
-            self._replays.popitem(last=False)
-        return orjson.dumps({"mem": key, **meta}).decode()
-
-    async def _replay(self, ref: str, origin: str, idem_key: str) -> Response:
-        meta = orjson.loads(ref)
-        body: bytes | None = None
-        if "blob" in meta and self.blobs is not None:
-            with contextlib.suppress(NotFound):
-                body = await self.blobs.get(meta["blob"])
-        elif meta.get("mem") in self._replays:
-            body = self._replays[meta["mem"]]
-        if body is None:
-            # Gone for good (deleted, or kept by a process that is gone): a retry cannot bring it
-            # back, and running the request again could bill it twice. Final, not "retry later".
-            raise ResponseGone(
-                f"the answer to the request with Idempotency-Key {idem_key!r} is no longer kept, so "
-                "it cannot be replayed, and the request is not run again (it has already run and may "
-                "have been billed). To run it again, send it with a new Idempotency-Key."
-            )
-        if meta.get("images"):
-            body = self._signed_anew(body, [BlobRef(*image) for image in meta["images"]], origin)
-        headers = {**meta.get("headers", {}), "x-imagegate-idempotent-replay": "true"}
-        return Response(
-            body, status_code=meta.get("status", 200), media_type="application/json", headers=headers
-        )
 
     # ------------------------------------------------------------------ one run
 
@@ -452,14 +410,6 @@ class ImageService:
                 deployment=attempt.deployment, outcome=attempt.outcome, duration_s=attempt.latency_s
             )
             self.metrics.observe_quota_wait(deployment=attempt.deployment, wait_s=attempt.queued_s)
-
-    def _signed_anew(self, body: bytes, images: list[BlobRef], origin: str) -> bytes:
-        """A stored ``response_format=url`` answer with each image's URL signed from now: the
-        first answer's URLs expire ``url_ttl_s`` after it, long before the key's replays do."""
-        payload = orjson.loads(body)
-        for item, image in zip(payload["data"], images, strict=True):
-            item["url"] = self._url(image, origin)
-        return orjson.dumps(payload)
 
     async def _run(
         self, call: ParsedCall, caller: Caller, request_id: str, origin: str, idem_key: str | None
@@ -592,40 +542,12 @@ class ImageService:
                     if record is not None:
                         await record()
 
-        return _ClosingStreamingResponse(
+        return ClosingStreamingResponse(
             frames(),
             media_type="text/event-stream",
             headers=dict(SSE_HEADERS),
             on_end=self._end,
         )
-
-
-class _ClosingStreamingResponse(StreamingResponse):
-    """Closes its frames when the response ends however it ends (a client that hangs up cancels
-    the send), so the stream's own clean-up (settle the budget hold, record the request) runs
-    now, not whenever the garbage collector finalizes the generator. Then calls ``on_end``: the
-    request is in flight until its last byte is sent or its client left, not only until the
-    response object was made (``ImageService.handle`` leaves that count to it)."""
-
-    def __init__(self, *args: Any, on_end: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_end = on_end
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_end()
-
-    async def stream_response(self, send: Send) -> None:
-        frames = self.body_iterator
-        try:
-            await super().stream_response(send)
-        finally:
-            aclose = getattr(frames, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
 
 
 def _may_have_billed(exc: BaseException) -> bool:
@@ -681,16 +603,3 @@ def _echo(request: ImageRequest, result: ImageResult | None) -> dict[str, Any]:
     if out.get("size") == "auto" and first is not None and first.width and first.height:
         out["size"] = f"{first.width}x{first.height}"
     return out
-
-
-def _fingerprint(call: ParsedCall) -> str:
-    """What makes two requests "the same" for an Idempotency-Key: every parameter, the prompt
-    and the bytes of each uploaded image (hashed once, only when the header is present)."""
-    request = call.request
-    digest = hashlib.sha256()
-    digest.update(orjson.dumps([request.operation, request.model, request.prompt, request.params()]))
-    digest.update(orjson.dumps([call.stream, call.response_format, repr(call.options)]))
-    if isinstance(request, EditRequest):
-        for image in (*request.images, *((request.mask,) if request.mask else ())):
-            digest.update(hashlib.sha256(image.data).digest())
-    return digest.hexdigest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import fields, replace
 from decimal import Decimal
 from typing import Any
@@ -58,31 +58,23 @@ class LibraryBackend:
         if isinstance(request, EditRequest):
             return await self.edit(request, request_id=request_id, options=options)
         params = _given(request, (*_GENERATE, *_GENERATE_MORE))
-        with AttemptsSeen() as seen:
-            try:
-                return await self.gate.generate(
-                    request.prompt, model=request.model, **params, **options.kwargs()
-                )
-            except BaseException as exc:
-                _tried(exc, seen)
-                raise
+        return await _keeping_attempts(
+            self.gate.generate(request.prompt, model=request.model, **params, **options.kwargs())
+        )
 
     async def edit(
         self, request: EditRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
     ) -> ImageResult:
-        with AttemptsSeen() as seen:
-            try:
-                return await self.gate.edit(
-                    [image.data for image in request.images],
-                    request.prompt,
-                    mask=request.mask.data if request.mask is not None else None,
-                    model=request.model,
-                    **_given(request, _EDIT),
-                    **options.kwargs(),
-                )
-            except BaseException as exc:
-                _tried(exc, seen)
-                raise
+        return await _keeping_attempts(
+            self.gate.edit(
+                [image.data for image in request.images],
+                request.prompt,
+                mask=request.mask.data if request.mask is not None else None,
+                model=request.model,
+                **_given(request, _EDIT),
+                **options.kwargs(),
+            )
+        )
 
     async def stream(
         self, request: ImageRequest, *, request_id: str, options: RequestOptions = NO_OPTIONS
@@ -157,7 +149,7 @@ class LibraryBackend:
         if first:
             translate = config.translate if options.translate is None else options.translate
             validate(
-                _without_images(request),
+                _parameters_of(request),
                 catalog.get(first[0].model),
                 catalog,
                 translate=translate,
@@ -201,6 +193,16 @@ class LibraryBackend:
             return None
 
 
+async def _keeping_attempts(work: Awaitable[ImageResult]) -> ImageResult:
+    """Await ``work``; if it fails or is cancelled, the attempts it made go on what it raised."""
+    with AttemptsSeen() as seen:
+        try:
+            return await work
+        except BaseException as exc:
+            _tried(exc, seen)
+            raise
+
+
 def _tried(exc: BaseException, seen: Sequence[AttemptRecord]) -> None:
     """Put on a cancellation the attempts made before it, numbered in order as the pipeline
     numbers a request's attempts (an error of the tree carries its own)."""
@@ -208,8 +210,9 @@ def _tried(exc: BaseException, seen: Sequence[AttemptRecord]) -> None:
         exc.attempts = tuple(replace(a, number=i) for i, a in enumerate(seen, start=1))  # type: ignore[attr-defined]
 
 
-def _without_images(request: ImageRequest) -> ImageRequest:
-    """The parameters of a request (an edit's, without its images) as a plain ``ImageRequest``."""
+def _parameters_of(request: ImageRequest) -> ImageRequest:
+    """The parameters of a request as a plain ``ImageRequest`` (an edit's without its images:
+    validation does not open them here, the pipeline does)."""
     if type(request) is ImageRequest:
         return request
     return ImageRequest(**{f.name: getattr(request, f.name) for f in fields(ImageRequest)})

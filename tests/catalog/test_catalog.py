@@ -108,6 +108,22 @@ def test_broken_catalog_lists_every_problem(tmp_path: Path) -> None:
     assert "default_quality" in text and "output_token_table" in text
 
 
+def test_a_token_table_says_what_partial_and_input_images_are_billed(tmp_path: Path) -> None:
+    """Budget holds count them (``policy.pricing.reservation_estimate``): a table without them, or
+    with a bad value, is refused naming each, rather than holding too little."""
+    bad = tmp_path / "models.toml"
+    bad.write_text(
+        '[token_tables.t]\nsource="s"\npartial_image_tokens=-1\n"1x1" = { q = 1 }\n'
+        '[models.a]\nprompt_max_chars=1\nn_max=1\nsizes=["1x1"]\nqualities=["q"]\ndefault_quality="q"\n'
+        '[models.a.pricing]\nkind="tokens"\noutput_token_table="t"\nsource="s"\nchecked="2026-01-01"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_catalog(bad)
+    text = str(info.value)
+    assert "token_tables.t.partial_image_tokens: -1" in text
+    assert "token_tables.t.input_image_tokens_max: None" in text
+
+
 def test_adding_a_model_is_a_data_change(tmp_path: Path) -> None:
     extra = (SRC / "catalog" / "models.toml").read_text() + (
         '\n[models."future-image-9"]\ndescription="x"\nprompt_max_chars=10\nn_max=2\nsizes=["512x512"]\n'

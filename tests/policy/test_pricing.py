@@ -138,7 +138,10 @@ def test_a_reservation_covers_what_any_size_and_quality_is_billed(model: str) ->
 
 
 def test_a_reservation_counts_prompt_bytes_partial_images_and_edit_inputs() -> None:
-    from imagegate.policy.pricing import INPUT_IMAGE_TOKENS_MAX, PARTIAL_IMAGE_TOKENS, reservation_estimate
+    from imagegate.policy.pricing import reservation_estimate
+
+    table = G1.pricing.output_token_table
+    assert table is not None and (table.partial_image_tokens, table.input_image_tokens_max) == (100, 1097)
 
     base = reservation_estimate(G1, size="1024x1024", quality="low", n=1)
     assert base == Decimal("0.011")  # the published figure is above the token product (0.01088)
@@ -148,6 +151,6 @@ def test_a_reservation_counts_prompt_bytes_partial_images_and_edit_inputs() -> N
         == base + Decimal(30) * 5 / 10**6
     )
     streamed = reservation_estimate(G1, size="1024x1024", quality="low", n=2, partial_images=3)
-    assert streamed == 2 * base + Decimal(2 * 3 * PARTIAL_IMAGE_TOKENS) * 40 / 10**6
+    assert streamed == 2 * base + Decimal(2 * 3 * table.partial_image_tokens) * 40 / 10**6
     edit = reservation_estimate(G1, size="1024x1024", quality="low", n=1, input_images=2, high_fidelity=True)
-    assert edit == base + Decimal(2 * INPUT_IMAGE_TOKENS_MAX + 6240) * 10 / 10**6
+    assert edit == base + Decimal(2 * table.input_image_tokens_max + 6240) * 10 / 10**6

@@ -80,11 +80,15 @@ class SizeRule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TokenTable:
-    """Output tokens per image by size then quality."""
+    """Output tokens per image by size then quality, and the family's other billed tokens that a
+    budget hold must cover: each partial image of a stream, and the most an edit's input image
+    can be billed."""
 
     name: str
     source: str
     tokens: Mapping[str, Mapping[str, int]]
+    partial_image_tokens: int = 0
+    input_image_tokens_max: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,12 +344,19 @@ def _model(
         raise ConfigError(problems, source="models.toml") from exc
 
 
-def _token_tables(raw: Mapping[str, Any]) -> dict[str, TokenTable]:
+def _token_tables(raw: Mapping[str, Any], problems: list[str]) -> dict[str, TokenTable]:
     tables: dict[str, TokenTable] = {}
     for name, body in raw.items():
         rows = {k: MappingProxyType(dict(v)) for k, v in body.items() if isinstance(v, dict)}
+        counts: dict[str, int] = {}
+        for key in ("partial_image_tokens", "input_image_tokens_max"):
+            value = body.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"token_tables.{name}.{key}: {value!r} is not a whole number >= 0")
+            else:
+                counts[key] = value
         tables[name] = TokenTable(
-            name=name, source=str(body.get("source", "")), tokens=MappingProxyType(rows)
+            name=name, source=str(body.get("source", "")), tokens=MappingProxyType(rows), **counts
         )
     return tables
 
@@ -363,7 +374,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source=source) from exc
     problems: list[str] = []
-    tables = _token_tables(raw.get("token_tables", {}))
+    tables = _token_tables(raw.get("token_tables", {}), problems)
     models = {name: _model(name, body, tables, problems) for name, body in raw.get("models", {}).items()}
     if not models:
         problems.append("no [models.*] tables")

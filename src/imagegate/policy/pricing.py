@@ -23,8 +23,6 @@ from imagegate.errors import InvalidRequest
 from imagegate.types import Cost, Usage
 
 __all__ = [
-    "INPUT_IMAGE_TOKENS_MAX",
-    "PARTIAL_IMAGE_TOKENS",
     "cost_of",
     "estimate",
     "estimate_prompt_tokens",
@@ -34,12 +32,6 @@ __all__ = [
 ]
 
 _MILLION = Decimal(1_000_000)
-# Upper bounds for budget holds (``reservation_estimate``), from OpenAI's billing rules as the
-# emulator models them (docs/emulator.md): each partial image of a stream adds 100 output tokens
-# per image; an input image of an edit is tiled after fitting it into 2048 px with its short side
-# at most 768 px, 65 + 129 tokens per 512-px tile, so at most 2 x 4 tiles.
-PARTIAL_IMAGE_TOKENS = 100
-INPUT_IMAGE_TOKENS_MAX = 65 + 129 * 8
 _CENT_TENTHS = Decimal("0.001")
 _SQUARE = "1024x1024"
 
@@ -214,7 +206,9 @@ def reservation_estimate(
     under-counts: no quality or size is the model's default, ``auto`` (or a model without a
     default size) the most expensive, a value translation would map the model's most expensive;
     text tokens at one per UTF-8 byte of the prompt; partial images and the input images of an
-    edit (at their largest tiling, plus the high-fidelity surcharge) at their token prices."""
+    edit (at their largest tiling, plus the high-fidelity surcharge) at their token prices, as
+    the model's token table counts them (the catalog's ``partial_image_tokens``,
+    ``input_image_tokens_max``)."""
     qualities = _candidates(spec.default_quality if quality is None else quality, spec.qualities)
     sizes = _candidates(spec.default_size if size is None else size, _table_sizes(spec) or spec.sizes)
     if size is not None and size != "auto" and size not in sizes and parse_size(size) is not None:
@@ -231,9 +225,11 @@ def reservation_estimate(
         return total
     text, image_in, out, _ = _prices(spec, override)
     total += Decimal(len((prompt or "").encode())) * text / _MILLION
-    total += Decimal(n * max(0, partial_images) * PARTIAL_IMAGE_TOKENS) * out / _MILLION
-    image_tokens = input_images * INPUT_IMAGE_TOKENS_MAX
     table = spec.pricing.output_token_table
-    if high_fidelity and input_images and table is not None:
+    if table is None:
+        return total
+    total += Decimal(n * max(0, partial_images) * table.partial_image_tokens) * out / _MILLION
+    image_tokens = input_images * table.input_image_tokens_max
+    if high_fidelity and input_images:
         image_tokens += max((row.get("high", 0) for row in table.tokens.values()), default=0)
     return total + Decimal(image_tokens) * image_in / _MILLION
